@@ -1,0 +1,123 @@
+"""One broker interface: publish a change atomically with its history, read history from a
+cursor, follow live events. The embedded and Redis brokers both implement it, and one
+conformance suite (tests/test_broker_conformance.py) holds them to the same behaviour.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from ..items import Item
+from ..log import EditionState, Event
+from ..protocol import Cursor
+
+ChangeKind = Literal["posted", "corrected", "withdrawn", "expired"]
+
+
+class BrokerError(Exception):
+    """Base of every error a broker raises on purpose."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached now; the caller may retry later (HTTP 503)."""
+
+
+class VersionConflict(BrokerError):
+    """The item changed (or vanished) since it was read; nothing was written."""
+
+    def __init__(self, item_id: str, current: int | None) -> None:
+        super().__init__(f"{item_id} is at version {current}" if current else f"{item_id} is gone")
+        self.item_id = item_id
+        self.current = current
+
+
+class IdempotencyMismatch(BrokerError):
+    """An Idempotency-Key was reused for a different request; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change to publish. `expected_version` is the version the change was made from:
+    None for a new item, which must not exist yet."""
+
+    kind: ChangeKind
+    item: Item
+    expected_version: int | None = None
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    item: Item
+    cursor: Cursor | None  # None when an idempotent retry returned the earlier result
+    replayed: bool = False
+
+
+class Broker(abc.ABC):
+    """Where items and their history live, and how changes reach every hub."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and prepare storage; raises BrokerUnavailable when it cannot."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise BrokerUnavailable unless the broker answers now."""
+
+    @abc.abstractmethod
+    async def publish(self, change: Change) -> Published:
+        """Store the item, append the event to the log and announce it, as one atomic step.
+
+        Raises VersionConflict, IdempotencyMismatch or BrokerUnavailable; on any of them
+        nothing was written. With an idempotency key seen before, returns the first result.
+        """
+
+    @abc.abstractmethod
+    async def get(self, item_id: str) -> Item | None:
+        """The live item with this id, or None."""
+
+    @abc.abstractmethod
+    async def state(self, edition: str) -> EditionState:
+        """The edition's cursor, live items and retained history, read atomically."""
+
+    async def live(self, edition: str) -> tuple[Cursor, list[dict[str, Any]]]:
+        """The edition's cursor and live items, without the history."""
+        state = await self.state(edition)
+        return state.cursor, state.items
+
+    @abc.abstractmethod
+    async def due(self, now: datetime, limit: int = 100) -> list[Item]:
+        """Live items whose expiry has passed."""
+
+    @abc.abstractmethod
+    def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:
+        """Every edition's state once, then its events in order, forever.
+
+        Across a lost connection the broker fills the gap from the log itself. When it
+        cannot (history trimmed, or the log was lost and restarted with a new epoch) it
+        yields a fresh EditionState instead: the follower must reset to it.
+        """
+
+    # Editor tokens are stored with the items, so every publisher process sees the same set.
+
+    @abc.abstractmethod
+    async def add_token(self, name: str, digest: str, created: str) -> None:
+        """Raises BrokerError when the name is taken."""
+
+    @abc.abstractmethod
+    async def token_owner(self, digest: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def list_tokens(self) -> list[tuple[str, str]]:
+        """(name, created) pairs."""
+
+    @abc.abstractmethod
+    async def revoke_token(self, name: str) -> bool: ...

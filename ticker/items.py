@@ -1,0 +1,381 @@
+"""The item and its rules: validation, correction, withdrawal, expiry, ninjs.
+
+Plain functions over plain data, with no I/O, so every rule is testable on its own
+and the publisher, the brokers and the hub all agree on what an item is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .config import Limits, Vocabulary
+
+Status = Literal["live", "withdrawn", "expired"]
+DEFAULT_URGENCY = 3  # "urgent" in the old wire ranking; 1 is a flash, 2 a bulletin.
+
+# Bidi embeddings, overrides and isolates let a headline reorder the text around it.
+# The widget isolates every headline itself, so these are refused rather than trusted.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_POST_FIELDS = frozenset(
+    {
+        "edition",
+        "headline",
+        "source",
+        "link",
+        "urgency",
+        "regions",
+        "categories",
+        "expires",
+        "expires_in",
+    }
+)
+_CORRECTABLE = _POST_FIELDS - {"edition"}
+
+
+class ItemError(ValueError):
+    """Input that cannot become an item; `fields` maps each field to what is wrong with it."""
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self.fields = dict(fields)
+        super().__init__("; ".join(f"{k}: {v}" for k, v in self.fields.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: str
+    edition: str
+    headline: str
+    source: str | None
+    link: str | None
+    urgency: int
+    regions: tuple[str, ...]
+    categories: tuple[str, ...]
+    created: str
+    updated: str
+    version: int
+    status: Status
+    expires: str | None
+    editor: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["regions"] = list(self.regions)
+        data["categories"] = list(self.categories)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Item:
+        values = {k: data[k] for k in cls.__slots__ if k in data}  # type: ignore[attr-defined]
+        values["regions"] = tuple(values.get("regions") or ())
+        values["categories"] = tuple(values.get("categories") or ())
+        return cls(**values)
+
+    @property
+    def live(self) -> bool:
+        return self.status == "live"
+
+
+def now_iso(now: datetime | None = None) -> str:
+    """Timestamps are UTC ISO 8601 with milliseconds: sortable as text and JSON-friendly."""
+    return (
+        (now or datetime.now(UTC))
+        .astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def new_item_id(edition: str) -> str:
+    """The edition is part of the id, so a correction finds its edition without a lookup
+    (and Redis Cluster keeps every key of one edition in one slot)."""
+    return f"{edition}-{secrets.token_urlsafe(9)}"
+
+
+def edition_of(item_id: str) -> str | None:
+    edition, sep, rest = item_id.partition("-")
+    return edition if sep and rest else None
+
+
+def create(
+    payload: Any,
+    *,
+    editor: str,
+    vocabulary: Vocabulary,
+    limits: Limits,
+    now: datetime | None = None,
+) -> Item:
+    """Validate a new item as posted; every problem is reported at once, field by field."""
+    data = _require_object(payload)
+    errors: dict[str, str] = {}
+    for name in data.keys() - _POST_FIELDS:
+        errors[name] = "unknown field"
+    edition = data.get("edition")
+    if edition not in vocabulary.editions:
+        errors["edition"] = (
+            "is required" if edition is None else f"must be one of {', '.join(vocabulary.editions)}"
+        )
+    if "headline" not in data:
+        errors["headline"] = "is required"
+    fields = _clean_fields(data, vocabulary, limits, errors, now)
+    if errors:
+        raise ItemError(errors)
+    stamp = now_iso(now)
+    return Item(
+        id=new_item_id(edition),
+        edition=edition,
+        headline=fields["headline"],
+        source=fields.get("source"),
+        link=fields.get("link"),
+        urgency=fields.get("urgency", DEFAULT_URGENCY),
+        regions=fields.get("regions", ()),
+        categories=fields.get("categories", ()),
+        created=stamp,
+        updated=stamp,
+        version=1,
+        status="live",
+        expires=fields.get("expires"),
+        editor=editor,
+    )
+
+
+def correct(
+    item: Item,
+    payload: Any,
+    *,
+    editor: str,
+    vocabulary: Vocabulary,
+    limits: Limits,
+    now: datetime | None = None,
+) -> Item:
+    """A correction keeps the id and raises the version; only the fields given change."""
+    data = _require_object(payload)
+    errors: dict[str, str] = {}
+    expected = data.pop("version", None)
+    for name in data.keys() - _CORRECTABLE:
+        errors[name] = (
+            "cannot be changed: withdraw the item and post it again"
+            if name in ("edition", "id")
+            else "unknown field"
+        )
+    if expected is not None and (not _is_int(expected) or expected != item.version):
+        errors["version"] = f"is {item.version} now; reload the item and correct it again"
+    if not data.keys() & _CORRECTABLE and not errors:
+        errors["body"] = "names no field to correct"
+    fields = _clean_fields(data, vocabulary, limits, errors, now)
+    if errors:
+        raise ItemError(errors)
+    if "expires" not in fields and ("expires" in data or "expires_in" in data):
+        fields["expires"] = None  # an explicit null clears the expiry
+    return replace(item, **fields, version=item.version + 1, updated=now_iso(now), editor=editor)
+
+
+def withdraw(item: Item, *, editor: str, now: datetime | None = None) -> Item:
+    return replace(
+        item, status="withdrawn", version=item.version + 1, updated=now_iso(now), editor=editor
+    )
+
+
+def expire(item: Item, *, now: datetime | None = None) -> Item:
+    return replace(item, status="expired", version=item.version + 1, updated=now_iso(now))
+
+
+def is_due(item: Item, now: datetime) -> bool:
+    return item.live and item.expires is not None and parse_time(item.expires) <= now
+
+
+def matches(item: Mapping[str, Any], region: str | None, category: str | None) -> bool:
+    """Whether an item belongs in a ticker filtered by region and category."""
+    return (region is None or region in item["regions"]) and (
+        category is None or category in item["categories"]
+    )
+
+
+def fingerprint(payload: Any) -> str:
+    """Identifies a request body, so a reused Idempotency-Key with other content is refused."""
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def to_ninjs(item: Item, *, base_uri: str = "urn:ticker") -> dict[str, Any]:
+    """The item as an IPTC ninjs 2.x object (docs/items.md explains the mapping)."""
+    ninjs: dict[str, Any] = {
+        "uri": f"{base_uri}:{item.edition}:{item.id}",
+        "type": "text",
+        "version": str(item.version),
+        "firstcreated": item.created,
+        "versioncreated": item.updated,
+        "pubstatus": "usable" if item.live else "canceled",
+        "urgency": item.urgency,
+        "language": item.edition,
+        "headlines": [{"role": "main", "value": item.headline, "contenttype": "text/plain"}],
+        "subjects": [{"name": c} for c in item.categories],
+        "places": [{"name": r} for r in item.regions],
+    }
+    if item.source:
+        ninjs["by"] = item.source
+    if item.expires:
+        ninjs["expires"] = item.expires
+    if item.link:
+        ninjs["links"] = [{"href": item.link, "rel": "canonical", "contenttype": "text/html"}]
+    return ninjs
+
+
+# --- field rules ------------------------------------------------------------------------
+
+
+def _require_object(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise ItemError({"body": "must be a JSON object"})
+    return dict(payload)
+
+
+def _clean_fields(
+    data: Mapping[str, Any],
+    vocabulary: Vocabulary,
+    limits: Limits,
+    errors: dict[str, str],
+    now: datetime | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def run(name: str, check: Any) -> None:
+        if name in data:
+            try:
+                value = check(data[name])
+            except ValueError as exc:
+                errors[name] = str(exc)
+            else:
+                out[name] = value
+
+    run("headline", lambda v: _text(v, limits.headline_max, required=True))
+    run("source", lambda v: _text(v, limits.source_max, required=False))
+    run("link", lambda v: _link(v, limits.link_max))
+    run("urgency", _urgency)
+    run("regions", lambda v: _tags(v, vocabulary.regions, limits.max_tags))
+    run("categories", lambda v: _tags(v, vocabulary.categories, limits.max_tags))
+    if "expires" in data and "expires_in" in data:
+        errors["expires"] = "give either expires or expires_in, not both"
+    else:
+        run("expires", lambda v: _expires_at(v, limits, now))
+        run("expires_in", lambda v: _expires_in(v, limits, now))
+        if "expires_in" in out:
+            out["expires"] = out.pop("expires_in")
+    return out
+
+
+def _text(value: Any, max_len: int, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    text = unicodedata.normalize("NFC", value.strip())
+    if not text:
+        if required:
+            raise ValueError("must not be empty")
+        return None
+    for ch in text:
+        if ch in _BIDI_CONTROLS:
+            raise ValueError(f"must not contain the direction control U+{ord(ch):04X}")
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cs", "Zl", "Zp"):
+            raise ValueError(
+                f"must be one line of plain text (found control character U+{ord(ch):04X})"
+            )
+    if len(text) > max_len:
+        raise ValueError(f"must be at most {max_len} characters (got {len(text)})")
+    return text
+
+
+def _link(value: Any, max_len: int) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    link = value.strip()
+    if len(link) > max_len:
+        raise ValueError(f"must be at most {max_len} characters")
+    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in link):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(link)
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return link
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _urgency(value: Any) -> int:
+    if not _is_int(value) or not 1 <= value <= 9:
+        raise ValueError("must be a whole number from 1 (flash) to 9")
+    return value
+
+
+def _tags(value: Any, allowed: tuple[str, ...], max_tags: int) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    by_key = {a.casefold(): a for a in allowed}
+    out: list[str] = []
+    for raw in value:
+        tag = by_key.get(raw.strip().casefold())
+        if tag is None:
+            raise ValueError(f"{raw[:40]!r} is not one of: {', '.join(allowed)}")
+        if tag not in out:
+            out.append(tag)
+    if len(out) > max_tags:
+        raise ValueError(f"must have at most {max_tags} entries")
+    return tuple(out)
+
+
+def _expires_at(value: Any, limits: Limits, now: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date and time with a time zone")
+    try:
+        when = parse_time(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date and time with a time zone") from None
+    if when.tzinfo is None:
+        raise ValueError("must include a time zone, for example 2026-05-01T12:00:00Z")
+    return _check_window(when, limits, now)
+
+
+def _expires_in(value: Any, limits: Limits, now: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        raise ValueError("must be a number of seconds")
+    if value > limits.max_expiry_seconds:
+        raise ValueError(f"must be at most {limits.max_expiry_seconds} seconds")
+    return _check_window((now or datetime.now(UTC)) + timedelta(seconds=value), limits, now)
+
+
+def _check_window(when: datetime, limits: Limits, now: datetime | None) -> str:
+    start = now or datetime.now(UTC)
+    if when <= start:
+        raise ValueError("must be in the future")
+    if when - start > timedelta(seconds=limits.max_expiry_seconds):
+        raise ValueError(f"must be at most {limits.max_expiry_seconds // 3600} hours ahead")
+    return now_iso(when)

@@ -1,0 +1,127 @@
+"""Events and the in-memory copy of an edition's log, with no I/O.
+
+The hub keeps one `EditionLog` per edition: the live items and the recent events.
+Snapshots and resumes are served from it, so a reconnect storm never reads Redis
+once per connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .items import matches
+from .protocol import REMOVE_KINDS, Cursor, Subscription, decode_event, excluded_payload
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change in an edition's log, with the exact bytes every client receives."""
+
+    edition: str
+    cursor: Cursor
+    kind: str
+    item: dict[str, Any]
+    payload: bytes
+
+    @classmethod
+    def from_payload(cls, payload: bytes | str) -> Event:
+        raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+        message = decode_event(raw)
+        epoch, _, offset = message["cursor"].partition(":")
+        return cls(
+            message["edition"], Cursor(epoch, int(offset)), message["kind"], message["item"], raw
+        )
+
+
+@dataclass(slots=True)
+class EditionState:
+    """An edition as a broker holds it: where its log stands, its live items, its history."""
+
+    edition: str
+    epoch: str
+    offset: int
+    items: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # oldest first, at most the history size
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.epoch, self.offset)
+
+
+class Gap(Exception):
+    """An event arrived that does not follow the last one: the copy must be refilled."""
+
+
+class EditionLog:
+    """The hub's copy of one edition: ordered live items plus a ring of recent events."""
+
+    def __init__(self, state: EditionState, history: int) -> None:
+        self.edition = state.edition
+        self.history = history
+        self.load(state)
+
+    def load(self, state: EditionState) -> None:
+        self.epoch = state.epoch
+        self.offset = state.offset
+        self.items: dict[str, dict[str, Any]] = {}
+        self.item_json: dict[str, str] = {}
+        for item in sorted(state.items, key=lambda i: i["created"]):
+            self._put(item)
+        self.events: deque[Event] = deque(state.events[-self.history :], maxlen=self.history)
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.epoch, self.offset)
+
+    def apply(self, event: Event) -> dict[str, Any] | None:
+        """Apply the next event; returns the item as it was before, if there was one."""
+        if event.cursor.epoch != self.epoch or event.cursor.offset != self.offset + 1:
+            raise Gap(
+                f"{self.edition}: expected {self.epoch}:{self.offset + 1}, got {event.cursor}"
+            )
+        item_id = event.item["id"]
+        before = self.items.get(item_id)
+        if event.kind in REMOVE_KINDS:
+            self.items.pop(item_id, None)
+            self.item_json.pop(item_id, None)
+        else:
+            self._put(event.item)
+        self.offset = event.cursor.offset
+        self.events.append(event)
+        return before
+
+    def _put(self, item: dict[str, Any]) -> None:
+        self.items[item["id"]] = item
+        self.item_json[item["id"]] = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        return sorted(self.items.values(), key=lambda i: i["created"], reverse=True)
+
+    def since(self, cursor: Cursor) -> list[Event] | None:
+        """The events after `cursor`, or None when they are no longer all here."""
+        if cursor.epoch != self.epoch or cursor.offset > self.offset:
+            return None
+        if cursor.offset == self.offset:
+            return []
+        first = self.events[0].cursor.offset if self.events else self.offset + 1
+        if cursor.offset + 1 < first:
+            return None
+        start = cursor.offset + 1 - first
+        return [self.events[i] for i in range(start, len(self.events))]
+
+
+def payload_for(sub: Subscription, event: Event, before: dict[str, Any] | None) -> bytes | None:
+    """What a subscription receives for an event: the shared bytes, a removal for an item
+    corrected out of its filter, or nothing. `before` is None when the earlier version is
+    not known (on replay); then a non-matching correction is sent as a removal to be safe."""
+    if not sub.filtered:
+        return event.payload
+    item = event.item
+    if matches(item, sub.region, sub.category):
+        return event.payload
+    if event.kind == "corrected" and (before is None or matches(before, sub.region, sub.category)):
+        return excluded_payload(event.cursor, event.edition, item["id"])
+    return None
