@@ -229,7 +229,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
         await hub.start()
         server = _uvicorn(settings, create_app(settings, broker, own_broker=False))
         web = asyncio.create_task(server.serve())
-        while not server.started and not web.done():
+        while not server.started and not web.done():  # noqa: ASYNC110 (uvicorn has no event)
             await asyncio.sleep(0.05)
         if server.started:
             _print_urls(settings)

@@ -1,0 +1,268 @@
+"""The hub end to end on the embedded broker: real uvicorn, real hub, real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from stack import Client, Stack, hub_url
+from ticker import items
+from ticker.brokers.base import Change
+from ticker.config import Limits, Vocabulary
+
+
+@pytest.fixture
+async def stack(tmp_path):
+    async with Stack(tmp_path) as running:
+        yield running
+
+
+async def test_snapshot_then_live_items_of_its_own_edition_only(stack):
+    old = await stack.post(headline="Already on the ticker")
+    async with (
+        Client.connect(stack.ws_url(edition="en")) as en,
+        Client.connect(stack.ws_url(edition="ar")) as ar,
+    ):
+        snapshot = await en.next()
+        assert snapshot["type"] == "snapshot" and snapshot["reset"] is False
+        assert [i["id"] for i in snapshot["items"]] == [old["id"]]
+        assert (await ar.next())["items"] == []
+
+        item = await stack.post(
+            headline="Lebanese Presidency: President assigns envoy",
+            source="Lebanese Presidency",
+            urgency=1,
+        )
+        event = await en.next_event()
+        assert (event["kind"], event["item"]["id"]) == ("posted", item["id"])
+        assert event["item"]["source"] == "Lebanese Presidency"
+        await ar.expect_silence()
+
+
+async def test_correction_and_withdrawal_reach_the_client(stack):
+    item = await stack.post(headline="Five wounded in Rafah clashes")
+    async with Client.connect(stack.ws_url()) as client:
+        await client.next()
+        await stack.correct(item["id"], headline="Six wounded in Rafah clashes")
+        corrected = await client.next_event()
+        assert corrected["kind"] == "corrected"
+        assert corrected["item"]["id"] == item["id"]
+        assert corrected["item"]["version"] == 2
+        assert corrected["item"]["headline"] == "Six wounded in Rafah clashes"
+        await stack.withdraw(item["id"])
+        withdrawn = await client.next_event()
+        assert (withdrawn["kind"], withdrawn["item"]["status"]) == ("withdrawn", "withdrawn")
+    async with Client.connect(stack.ws_url()) as late:
+        assert (await late.next())["items"] == []
+
+
+async def test_reconnect_with_cursor_gets_exactly_what_it_missed(stack):
+    first = await stack.post(headline="Before the drop")
+    async with Client.connect(stack.ws_url()) as client:
+        snapshot = await client.next()
+        cursor = snapshot["cursor"]
+        assert [i["id"] for i in snapshot["items"]] == [first["id"]]
+    missed = [await stack.post(headline=f"Missed {n}") for n in range(3)]
+    await stack.withdraw(first["id"])
+    async with Client.connect(stack.ws_url(since=cursor)) as client:
+        resumed = await client.next()
+        assert resumed["type"] == "resumed" and resumed["missed"] == 4
+        events = [await client.next_event() for _ in range(4)]
+        assert [e["item"]["id"] for e in events] == [m["id"] for m in missed] + [first["id"]]
+        assert [e["kind"] for e in events] == ["posted"] * 3 + ["withdrawn"]
+        await client.expect_silence()
+        live = await stack.post(headline="After the resume")
+        assert (await client.next_event())["item"]["id"] == live["id"]
+
+
+async def test_resume_at_the_head_sends_nothing_more(stack):
+    await stack.post(headline="One")
+    async with Client.connect(stack.ws_url()) as client:
+        cursor = (await client.next())["cursor"]
+    async with Client.connect(stack.ws_url(since=cursor)) as client:
+        assert (await client.next())["missed"] == 0
+        await client.expect_silence()
+
+
+async def test_cursor_from_another_epoch_or_too_old_gets_a_reset_snapshot(tmp_path):
+    async with Stack(tmp_path, limits={"history": 3}) as stack:
+        item = await stack.post(headline="Kept")
+        async with Client.connect(stack.ws_url(since="deadbeef:1")) as client:
+            reset = await client.next()
+            assert reset["type"] == "snapshot" and reset["reset"] is True
+            assert [i["id"] for i in reset["items"]] == [item["id"]]
+        epoch = reset["cursor"].split(":")[0]
+        for n in range(4):
+            await stack.post(headline=f"Filler {n}")
+        async with Client.connect(stack.ws_url(since=f"{epoch}:1")) as client:
+            reset = await client.next()
+            assert reset["reset"] is True and len(reset["items"]) == 5
+        async with Client.connect(stack.ws_url(since=f"{epoch}:999")) as client:
+            assert (await client.next())["reset"] is True
+
+
+async def test_region_filter_and_correction_out_of_the_filter(stack):
+    async with (
+        Client.connect(stack.ws_url(region="Palestine")) as palestine,
+        Client.connect(stack.ws_url()) as everything,
+    ):
+        await palestine.next()
+        await everything.next()
+        europe = await stack.post(headline="Summit in Brussels", regions=["Europe"])
+        rafah = await stack.post(headline="Clashes in Rafah", regions=["Palestine"])
+        assert (await palestine.next_event())["item"]["id"] == rafah["id"]
+        await stack.correct(rafah["id"], regions=["MENA"])
+        excluded = await palestine.next_event()
+        assert (excluded["kind"], excluded["item"]["id"]) == ("excluded", rafah["id"])
+        seen = [(await everything.next_event())["item"]["id"] for _ in range(3)]
+        assert seen == [europe["id"], rafah["id"], rafah["id"]]
+        await palestine.expect_silence()
+
+
+async def test_burst_arrives_in_order_and_complete(stack):
+    async with Client.connect(stack.ws_url()) as client:
+        await client.next()
+        posted = await asyncio.gather(*(stack.post(headline=f"Burst {n}") for n in range(20)))
+        events = [await client.next_event() for _ in range(20)]
+        offsets = [int(e["cursor"].split(":")[1]) for e in events]
+        assert offsets == sorted(offsets) and len(set(offsets)) == 20
+        assert {e["item"]["id"] for e in events} == {p["id"] for p in posted}
+
+
+async def test_change_of_subscription_sends_a_new_snapshot(stack):
+    ar_item = await stack.post(edition="ar", headline="الرئاسة اللبنانية: تكليف السفير")
+    async with Client.connect(stack.ws_url()) as client:
+        await client.next()
+        await client.ws.send('{"type":"subscribe","edition":"ar"}')
+        snapshot = await client.next()
+        assert (snapshot["edition"], [i["id"] for i in snapshot["items"]]) == (
+            "ar",
+            [ar_item["id"]],
+        )
+        await stack.post(headline="English item")
+        await client.expect_silence()
+        await client.ws.send('{"type":"ping"}')
+        assert (await client.next())["type"] == "pong"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", 4400),
+        ('{"type":"shout"}', 4400),
+        ('{"type":"subscribe","edition":"xx"}', 4400),
+        ("[1,2,3]", 4400),
+        (b"\x00\x01binary", 1003),
+        ("x" * 5000, 1009),
+    ],
+)
+async def test_bad_frames_close_only_the_bad_client(stack, frame, code):
+    async with Client.connect(stack.ws_url()) as good, Client.connect(stack.ws_url()) as bad:
+        await good.next()
+        await bad.next()
+        await bad.ws.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            await bad.next_event()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+        item = await stack.post(headline="Still flowing")
+        assert (await good.next_event())["item"]["id"] == item["id"]
+
+
+async def test_a_flood_of_client_frames_is_cut_off(stack):
+    async with Client.connect(stack.ws_url()) as flooder:
+        await flooder.next()
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(200):
+                await flooder.ws.send('{"type":"ping"}')
+            while True:
+                await flooder.next()
+        assert closed.value.rcvd.code == 4429
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "edition=xx",
+        "edition=en&region=Mars",
+        "edition=en&since=garbage",
+        "edition=en&foo=1",
+        "region=Europe",
+    ],
+)
+async def test_bad_subscription_is_refused_with_a_reason(stack, query):
+    url = f"ws://127.0.0.1:{stack.hub.port}/ws?{query}"
+    async with connect(url) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd.code == 4400
+    assert closed.value.rcvd.reason
+
+
+async def test_foreign_origin_is_refused_and_allowed_origin_accepted(stack):
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(stack.ws_url(), origin="http://evil.example"):
+            pass
+    assert refused.value.response.status_code == 403
+    async with Client.connect(stack.ws_url(), origin="http://news.example") as client:
+        assert (await client.next())["type"] == "snapshot"
+
+
+async def test_slow_consumer_is_closed_and_others_keep_up(tmp_path):
+    async with Stack(tmp_path, limits={"ws_write_buffer_max_bytes": 16 * 1024}) as stack:
+        # A client that never reads: a raw socket with a tiny receive buffer.
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", stack.hub.port))
+        stalled.sendall(
+            b"GET /ws?edition=en HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        try:
+            async with Client.connect(stack.ws_url()) as good:
+                await good.next()
+                # Enough to fill the kernel's socket buffers (several MB on loopback).
+                headline = "عاجل " * 59
+                for n in range(6000):
+                    item = items.create(
+                        {"edition": "en", "headline": f"{n} {headline}"},
+                        editor="desk",
+                        vocabulary=Vocabulary(),
+                        limits=Limits(),
+                    )
+                    await stack.broker.publish(Change("posted", item))
+                    if n % 500 == 0:
+                        await asyncio.sleep(0.01)
+                for _ in range(6000):
+                    await good.next_event()
+                assert stack.hub.stats["slow_consumers"] == 1
+        finally:
+            stalled.close()
+
+
+async def test_shutdown_closes_clients_with_going_away(tmp_path):
+    stack = Stack(tmp_path)
+    await stack.__aenter__()
+    try:
+        async with Client.connect(hub_url(stack.hub)) as client:
+            await client.next()
+            await asyncio.wait_for(stack.hub.stop(), 5)
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.next()
+            assert closed.value.rcvd.code == 1001
+    finally:
+        await stack.http.aclose()
+        await stack.publisher.stop()
+        await stack.broker.close()
+
+
+async def test_hub_health_endpoints(stack):
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.hub.port)
+    writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    status = await reader.readline()
+    writer.close()
+    assert b"200" in status

@@ -1,0 +1,181 @@
+"""Item rules: validation, correction, withdrawal, expiry and the ninjs mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ticker import items
+from ticker.config import Limits, Vocabulary
+from ticker.items import ItemError
+
+NOW = datetime(2026, 5, 7, 15, 42, tzinfo=UTC)
+VOCAB = Vocabulary()
+LIMITS = Limits()
+
+
+def create(**payload):
+    payload.setdefault("edition", "en")
+    return items.create(payload, editor="amal", vocabulary=VOCAB, limits=LIMITS, now=NOW)
+
+
+def problems(build) -> dict[str, str]:
+    with pytest.raises(ItemError) as exc:
+        build()
+    return exc.value.fields
+
+
+def test_a_valid_item_gets_id_version_and_timestamps():
+    item = create(
+        headline="  Lebanese Presidency: President assigns envoy  ",
+        source="Lebanese Presidency",
+        link="https://news.example/a",
+        urgency=1,
+        regions=["mena", "Palestine"],
+        categories=["Politics"],
+    )
+    assert item.id.startswith("en-") and items.edition_of(item.id) == "en"
+    assert item.headline == "Lebanese Presidency: President assigns envoy"
+    assert item.regions == ("MENA", "Palestine")
+    assert (item.version, item.status, item.editor) == (1, "live", "amal")
+    assert item.created == item.updated == "2026-05-07T15:42:00.000Z"
+    assert item.urgency == 1
+
+
+def test_defaults():
+    item = create(headline="Ushakov: talks stay confidential")
+    assert (item.urgency, item.source, item.link, item.expires) == (3, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "fragment"),
+    [
+        ({"headline": ""}, "headline", "empty"),
+        ({"headline": "   "}, "headline", "empty"),
+        ({"headline": "x" * 301}, "headline", "at most 300"),
+        ({"headline": "two\nlines"}, "headline", "one line"),
+        ({"headline": "bell\x07"}, "headline", "control"),
+        ({"headline": "spoof \u202e txet"}, "headline", "direction control"),
+        ({"headline": "lone \ud800 surrogate"}, "headline", "control"),
+        ({"headline": 42}, "headline", "string"),
+        ({"headline": "ok", "link": "javascript:alert(1)"}, "link", "http"),
+        ({"headline": "ok", "link": "https://"}, "link", "http"),
+        ({"headline": "ok", "link": "https://a.example/x y"}, "link", "spaces"),
+        ({"headline": "ok", "urgency": 0}, "urgency", "1 (flash) to 9"),
+        ({"headline": "ok", "urgency": True}, "urgency", "1 (flash) to 9"),
+        ({"headline": "ok", "urgency": "1"}, "urgency", "1 (flash) to 9"),
+        ({"headline": "ok", "regions": ["Mars"]}, "regions", "not one of"),
+        ({"headline": "ok", "regions": "Europe"}, "regions", "list"),
+        ({"headline": "ok", "categories": ["Gossip"]}, "categories", "not one of"),
+        ({"headline": "ok", "source": "s" * 81}, "source", "at most 80"),
+        ({"headline": "ok", "expires_in": -5}, "expires_in", "future"),
+        ({"headline": "ok", "expires_in": 10**9}, "expires_in", "at most"),
+        ({"headline": "ok", "expires": "tomorrow"}, "expires", "ISO 8601"),
+        ({"headline": "ok", "expires": "2026-05-08T00:00:00"}, "expires", "time zone"),
+        ({"headline": "ok", "colour": "red"}, "colour", "unknown field"),
+    ],
+)
+def test_bad_fields_are_named(payload, field, fragment):
+    fields = problems(lambda: create(**payload))
+    assert fragment in fields[field], fields
+
+
+def test_every_problem_is_reported_at_once():
+    fields = problems(
+        lambda: items.create(
+            {"edition": "xx", "urgency": 10}, editor="a", vocabulary=VOCAB, limits=LIMITS
+        )
+    )
+    assert set(fields) == {"edition", "headline", "urgency"}
+
+
+def test_body_must_be_an_object():
+    assert (
+        "object"
+        in problems(lambda: items.create([], editor="a", vocabulary=VOCAB, limits=LIMITS))["body"]
+    )
+
+
+def test_hostile_markup_is_kept_as_text():
+    item = create(headline="<img src=x onerror=alert(1)>")
+    assert item.headline == "<img src=x onerror=alert(1)>"
+
+
+def test_expiry_in_seconds_or_at_a_time():
+    assert create(headline="a", expires_in=600).expires == "2026-05-07T15:52:00.000Z"
+    assert create(headline="a", expires="2026-05-07T17:52:00+02:00").expires == (
+        "2026-05-07T15:52:00.000Z"
+    )
+    assert (
+        "not both"
+        in problems(lambda: create(headline="a", expires_in=5, expires="2026-05-08T00:00:00Z"))[
+            "expires"
+        ]
+    )
+
+
+def test_correction_keeps_id_and_raises_version():
+    item = create(headline="Five wounded", regions=["Palestine"])
+    later = NOW + timedelta(minutes=3)
+    fixed = items.correct(
+        item, {"headline": "Six wounded"}, editor="omar", vocabulary=VOCAB, limits=LIMITS, now=later
+    )
+    assert (fixed.id, fixed.version, fixed.headline) == (item.id, 2, "Six wounded")
+    assert fixed.regions == ("Palestine",) and fixed.created == item.created
+    assert fixed.updated == "2026-05-07T15:45:00.000Z" and fixed.editor == "omar"
+
+
+def test_correction_rules():
+    item = create(headline="a", expires_in=60)
+    correct = lambda payload: items.correct(  # noqa: E731
+        item, payload, editor="x", vocabulary=VOCAB, limits=LIMITS, now=NOW
+    )
+    assert "cannot be changed" in problems(lambda: correct({"edition": "ar"}))["edition"]
+    assert "is 1 now" in problems(lambda: correct({"headline": "b", "version": 7}))["version"]
+    assert "names no field" in problems(lambda: correct({}))["body"]
+    assert correct({"headline": "b", "version": 1}).version == 2
+    assert correct({"expires": None}).expires is None
+
+
+def test_withdraw_and_expire():
+    item = create(headline="a", expires_in=60)
+    assert not items.is_due(item, NOW)
+    assert items.is_due(item, NOW + timedelta(seconds=61))
+    withdrawn = items.withdraw(item, editor="chief", now=NOW)
+    assert (withdrawn.status, withdrawn.version, withdrawn.editor) == ("withdrawn", 2, "chief")
+    assert not items.is_due(withdrawn, NOW + timedelta(days=1))
+    assert items.expire(item, now=NOW).status == "expired"
+
+
+def test_round_trip_through_json():
+    item = create(headline="ok", regions=["Europe"])
+    assert items.Item.from_dict(item.to_dict()) == item
+
+
+def test_ninjs_mapping():
+    item = create(
+        headline="Ushakov: talks stay confidential",
+        source="Ushakov",
+        urgency=2,
+        link="https://news.example/u",
+        regions=["Europe"],
+        categories=["Politics"],
+        expires_in=3600,
+    )
+    ninjs = items.to_ninjs(item)
+    assert ninjs["uri"] == f"urn:ticker:en:{item.id}"
+    assert ninjs["pubstatus"] == "usable" and ninjs["urgency"] == 2
+    assert ninjs["headlines"] == [
+        {"role": "main", "value": item.headline, "contenttype": "text/plain"}
+    ]
+    assert ninjs["places"] == [{"name": "Europe"}]
+    assert ninjs["subjects"] == [{"name": "Politics"}]
+    assert ninjs["by"] == "Ushakov" and ninjs["language"] == "en"
+    assert ninjs["expires"] == item.expires and ninjs["versioncreated"] == item.updated
+    assert items.to_ninjs(items.withdraw(item, editor="x"))["pubstatus"] == "canceled"
+
+
+def test_fingerprint_ignores_key_order():
+    assert items.fingerprint({"a": 1, "b": 2}) == items.fingerprint({"b": 2, "a": 1})
+    assert items.fingerprint({"a": 1}) != items.fingerprint({"a": 2})
