@@ -71,6 +71,7 @@ class Settings:
     hub_port: int = 8001
     redis_url: str | None = None
     db_path: Path = Path("ticker.db")
+    web_dir: Path = Path(__file__).resolve().parent.parent / "web"
     allowed_origins: tuple[str, ...] = ()
     public_hub_url: str | None = None
     ping_interval: float = 20.0
@@ -116,6 +117,7 @@ _ENV: dict[str, tuple[str, object]] = {
     "TICKER_HUB_PORT": ("hub_port", int),
     "TICKER_REDIS_URL": ("redis_url", str),
     "TICKER_DB": ("db_path", Path),
+    "TICKER_WEB_DIR": ("web_dir", Path),
     "TICKER_ALLOWED_ORIGINS": ("allowed_origins", _split),
     "TICKER_PUBLIC_HUB_URL": ("public_hub_url", str),
     "TICKER_PING_INTERVAL": ("ping_interval", float),

@@ -38,7 +38,6 @@ from .items import Item, ItemError
 log = logging.getLogger("ticker.publisher")
 T = TypeVar("T")
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 RETRY_AFTER_SECONDS = 2
 CORRECTION_RETRIES = 3
 
@@ -69,7 +68,7 @@ class ApiError(Exception):
 
 def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -> Starlette:
     api = _Api(settings, broker)
-    web = settings_web_dir()
+    web = settings.web_dir
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
@@ -109,10 +108,6 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         },
         lifespan=lifespan,
     )
-
-
-def settings_web_dir() -> Path:
-    return WEB_DIR
 
 
 def _pages(pages: dict[str, Path]) -> list[Route]:

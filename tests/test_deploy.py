@@ -1,0 +1,44 @@
+"""The compose file validates with docker-compose and has the shape the docs promise."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose(*args: str) -> str:
+    binary = shutil.which("docker-compose")
+    assert binary, (
+        "docker-compose is missing: scripts/test installs it (apt-get install docker-compose)"
+    )
+    result = subprocess.run(
+        [binary, "-f", str(ROOT / "docker-compose.yml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_compose_file_validates():
+    compose("config", "-q")
+
+
+def test_compose_has_redis_publisher_two_hubs_and_a_proxy():
+    services = set(compose("config", "--services").split())
+    assert services == {"redis", "publisher", "hub-1", "hub-2", "proxy"}
+    config = compose("config")
+    assert "appendonly" in config and "TICKER_REDIS_URL" in config
+
+
+def test_proxy_sends_ws_to_the_hubs_and_the_rest_to_the_publisher():
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "location = /ws" in nginx and "proxy_pass http://hubs" in nginx
+    assert "server hub-1:8001" in nginx and "server hub-2:8001" in nginx
+    assert "proxy_pass http://publisher" in nginx
+    assert "Upgrade $http_upgrade" in nginx
