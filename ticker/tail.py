@@ -7,6 +7,7 @@ backoff, so it shows each change once across hub restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .protocol import REMOVE_KINDS, UPSERT_KINDS, parse_server_frame
+from .protocol import REMOVE_KINDS, UPSERT_KINDS, CloseCode, parse_server_frame
 
 URGENCY_LABELS = {1: "FLASH", 2: "BULLETIN", 3: "URGENT"}
 
@@ -83,17 +84,19 @@ async def tail(
         try:
             async with connect(url, compression=None, open_timeout=5) as ws:
                 delay = 0.25
-                async for frame in ws:
-                    for message in parse_server_frame(frame):
-                        for line in state.handle(message):
-                            print(line, file=out, flush=True)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            reason = exc.rcvd.reason if exc.rcvd else ""
-            if code is not None and 4400 <= code < 4409 and code != 4408:
-                raise SystemExit(f"the hub refused the subscription: {reason}") from None
+                with contextlib.suppress(ConnectionClosed):
+                    async for frame in ws:
+                        for message in parse_server_frame(frame):
+                            for line in state.handle(message):
+                                print(line, file=out, flush=True)
+            code, reason = ws.close_code, ws.close_reason
+            if code == CloseCode.BAD_REQUEST:
+                raise SystemExit(f"the hub refused the subscription: {reason}")
             print(
-                f"# disconnected ({code or 'no close frame'}); reconnecting", file=out, flush=True
+                f"# disconnected ({code or 'no close frame'}{': ' + reason if reason else ''});"
+                " reconnecting",
+                file=out,
+                flush=True,
             )
         except InvalidStatus as exc:
             if exc.response.status_code in (403, 404):
