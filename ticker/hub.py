@@ -307,10 +307,11 @@ class Hub:
             return
         ws.ticker_group = None  # type: ignore[attr-defined]
         group.members.discard(ws)
-        if not group.members and not group.pending:
+        if not group.members:  # nobody left to send its pending events to
             del self.groups[group.subscription]
             self.by_edition[group.subscription.edition].remove(group)
-            if group in self._dirty:
+            if group.pending:
+                group.pending = []
                 self._dirty.remove(group)
 
     def _greeting(self, group: Group, since: Cursor | None) -> bytes:
