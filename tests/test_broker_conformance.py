@@ -1,0 +1,254 @@
+"""One suite for every broker: the embedded and the Redis broker must behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ticker.brokers.base import (
+    Broker,
+    BrokerError,
+    Change,
+    IdempotencyMismatch,
+    Published,
+    VersionConflict,
+)
+from ticker.config import Limits, Vocabulary
+from ticker.items import Item, correct, create, expire, withdraw
+from ticker.log import EditionState, Event
+from ticker.protocol import event_body, event_payload
+
+VOCABULARY = Vocabulary()
+LIMITS = Limits()
+T0 = datetime.now(UTC).replace(microsecond=0)
+
+
+def new_item(headline: str = "Quake hits the coast", edition: str = "en", **fields: Any) -> Item:
+    payload = {"edition": edition, "headline": headline, **fields}
+    return create(payload, editor="desk", vocabulary=VOCABULARY, limits=LIMITS, now=T0)
+
+
+async def post(broker: Broker, headline: str = "Quake hits the coast", **fields: Any) -> Item:
+    item = new_item(headline, **fields)
+    await broker.publish(Change("posted", item))
+    return item
+
+
+async def fix(broker: Broker, item: Item, **changes: Any) -> Published:
+    fixed = correct(item, changes, editor="chief", vocabulary=VOCABULARY, limits=LIMITS)
+    return await broker.publish(Change("corrected", fixed, expected_version=item.version))
+
+
+async def next_of(follower: AsyncIterator[EditionState | Event]) -> EditionState | Event:
+    return await asyncio.wait_for(anext(follower), timeout=5)
+
+
+def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["id"]: item for item in items}
+
+
+async def test_cursors_count_up_under_one_epoch(broker: Broker) -> None:
+    item = new_item()
+    posted = await broker.publish(Change("posted", item))
+    corrected = await fix(broker, item, headline="Strong quake hits the coast")
+    gone = withdraw(corrected.item, editor="chief")
+    withdrawn = await broker.publish(Change("withdrawn", gone, expected_version=2))
+    other = new_item("Floods in the north")
+    await broker.publish(Change("posted", other))
+    expired = await broker.publish(Change("expired", expire(other), expected_version=1))
+
+    cursors = [p.cursor for p in (posted, corrected, withdrawn, expired)]
+    assert all(c is not None for c in cursors)
+    assert [c.offset for c in cursors if c] == [1, 2, 3, 5]
+    assert len({c.epoch for c in cursors if c}) == 1
+    assert posted.item == item and not posted.replayed
+    assert await broker.get(item.id) is None
+    assert await broker.get(other.id) is None
+
+
+async def test_editions_count_apart(broker: Broker) -> None:
+    await post(broker, "English one")
+    arabic = await broker.publish(Change("posted", new_item("عاجل", edition="ar")))
+    assert arabic.cursor is not None and arabic.cursor.offset == 1
+    assert (await broker.state("en")).offset == 1
+    assert (await broker.state("es")).offset == 0
+
+
+async def test_fresh_edition_keeps_its_epoch(broker: Broker) -> None:
+    empty = await broker.state("es")
+    assert empty.epoch and empty.offset == 0 and empty.items == [] and empty.events == []
+    assert (await broker.state("es")).epoch == empty.epoch
+    published = await broker.publish(Change("posted", new_item(edition="es")))
+    assert published.cursor is not None and published.cursor.epoch == empty.epoch
+
+
+async def test_get_returns_the_live_item(broker: Broker) -> None:
+    item = await post(broker, "Markets open lower", regions=["Europe"], categories=["Economy"])
+    assert await broker.get(item.id) == item
+    fixed = await fix(broker, item, headline="Markets open sharply lower")
+    assert await broker.get(item.id) == fixed.item
+
+
+@pytest.mark.parametrize("item_id", ["en-doesnotexist", "xx-abcdef", "nodash", ""])
+async def test_get_of_unknown_id_is_none(broker: Broker, item_id: str) -> None:
+    await post(broker)
+    assert await broker.get(item_id) is None
+
+
+async def test_state_holds_live_items_and_exact_history(broker: Broker) -> None:
+    kept = await post(broker, "Kept")
+    dropped = await post(broker, "Dropped")
+    await broker.publish(Change("withdrawn", withdraw(dropped, editor="chief"), expected_version=1))
+    state = await broker.state("en")
+
+    assert state.offset == 3
+    assert by_id(state.items) == {kept.id: kept.to_dict()}
+    assert [e.kind for e in state.events] == ["posted", "posted", "withdrawn"]
+    assert [e.cursor.offset for e in state.events] == [1, 2, 3]
+    first = state.events[0]
+    assert first.payload == event_payload(first.cursor, event_body("posted", "en", kept.to_json()))
+    assert first.item == kept.to_dict()
+
+
+async def test_follow_yields_states_then_events_byte_for_byte(broker: Broker) -> None:
+    before = await post(broker, "Before the follower")
+    follower = broker.follow(("en", "ar"))
+    try:
+        en, ar = await next_of(follower), await next_of(follower)
+        assert isinstance(en, EditionState) and isinstance(ar, EditionState)
+        assert (en.edition, ar.edition) == ("en", "ar")
+        assert by_id(en.items) == {before.id: before.to_dict()}
+        assert [e.payload for e in en.events] == [
+            e.payload for e in (await broker.state("en")).events
+        ]
+
+        first = await post(broker, "First")
+        arabic = await broker.publish(Change("posted", new_item("خبر", edition="ar")))
+        fixed = await fix(broker, first, headline="First, corrected")
+        got = [await next_of(follower) for _ in range(3)]
+    finally:
+        await follower.aclose()
+
+    assert all(isinstance(e, Event) for e in got)
+    events = [e for e in got if isinstance(e, Event)]
+    english = [e for e in events if e.edition == "en"]
+    assert [(e.cursor.offset, e.kind) for e in english] == [(2, "posted"), (3, "corrected")]
+    assert [e.item["id"] for e in events if e.edition == "ar"] == [arabic.item.id]
+    assert english[1].item == fixed.item.to_dict()
+    assert {e.cursor.epoch for e in english} == {en.epoch}
+    history = (await broker.state("en")).events
+    assert [e.payload for e in history[1:]] == [e.payload for e in english]
+
+
+async def test_stale_correction_conflicts_and_writes_nothing(broker: Broker) -> None:
+    item = await post(broker)
+    fixed = await fix(broker, item, headline="Fixed once")
+    with pytest.raises(VersionConflict) as raised:
+        await fix(broker, item, headline="Fixed from a stale copy")
+    assert raised.value.item_id == item.id and raised.value.current == 2
+    state = await broker.state("en")
+    assert state.offset == 2 and len(state.events) == 2
+    assert await broker.get(item.id) == fixed.item
+
+
+async def test_change_to_a_vanished_item_conflicts(broker: Broker) -> None:
+    item = await post(broker)
+    await broker.publish(Change("withdrawn", withdraw(item, editor="chief"), expected_version=1))
+    with pytest.raises(VersionConflict) as raised:
+        await fix(broker, item, headline="Too late")
+    assert raised.value.current is None
+    assert (await broker.state("en")).offset == 2
+
+
+async def test_posting_an_existing_id_conflicts(broker: Broker) -> None:
+    item = await post(broker)
+    with pytest.raises(VersionConflict) as raised:
+        await broker.publish(Change("posted", item))
+    assert raised.value.current == 1
+    assert (await broker.state("en")).offset == 1
+
+
+async def test_idempotent_retry_returns_the_first_result(broker: Broker) -> None:
+    item = new_item()
+    first = await broker.publish(Change("posted", item, idempotency_key="k1", fingerprint="f1"))
+    # A retried request builds a new item (new id, new time); the first one must win.
+    retry = Change("posted", new_item(), idempotency_key="k1", fingerprint="f1")
+    again = await broker.publish(retry)
+
+    assert first.cursor is not None and not first.replayed
+    assert again.replayed and again.cursor is None and again.item == item
+    assert (await broker.state("en")).offset == 1
+
+
+async def test_reused_idempotency_key_with_other_content_is_refused(broker: Broker) -> None:
+    await broker.publish(Change("posted", new_item(), idempotency_key="k2", fingerprint="f1"))
+    other = new_item("Something else")
+    with pytest.raises(IdempotencyMismatch):
+        await broker.publish(Change("posted", other, idempotency_key="k2", fingerprint="f2"))
+    assert (await broker.state("en")).offset == 1
+    assert await broker.get(other.id) is None
+
+
+async def test_history_keeps_the_newest_events(broker: Broker) -> None:
+    for n in range(55):
+        await post(broker, f"Alert {n}")
+    state = await broker.state("en")
+    assert state.offset == 55 and len(state.items) == 55
+    assert [e.cursor.offset for e in state.events] == list(range(6, 56))
+
+
+async def test_due_lists_live_items_whose_time_has_passed(broker: Broker) -> None:
+    soon = await post(broker, "Soon", expires_in=60)
+    later = await post(broker, "Later", expires_in=3600)
+    await post(broker, "Forever")
+    arabic = new_item("قريبا", edition="ar", expires_in=120)
+    await broker.publish(Change("posted", arabic))
+    withdrawn = await post(broker, "Withdrawn", expires_in=30)
+    await broker.publish(
+        Change("withdrawn", withdraw(withdrawn, editor="chief"), expected_version=1)
+    )
+    cleared = await post(broker, "Cleared", expires_in=30)
+    await fix(broker, cleared, expires=None)
+
+    assert await broker.due(T0 + timedelta(seconds=59)) == []
+    assert [i.id for i in await broker.due(T0 + timedelta(seconds=60))] == [soon.id]
+    at_200 = await broker.due(T0 + timedelta(seconds=200))
+    assert sorted(i.id for i in at_200) == sorted([soon.id, arabic.id])
+    assert len(await broker.due(T0 + timedelta(hours=2), limit=2)) == 2
+    assert later.id in {i.id for i in await broker.due(T0 + timedelta(hours=2))}
+
+    await broker.publish(Change("expired", expire(soon), expected_version=1))
+    assert soon.id not in {i.id for i in await broker.due(T0 + timedelta(seconds=200))}
+
+
+async def test_tokens(broker: Broker) -> None:
+    await broker.add_token("maria", "digest-m", "2025-01-02T00:00:00.000Z")
+    await broker.add_token("ali", "digest-a", "2025-01-01T00:00:00.000Z")
+    with pytest.raises(BrokerError):
+        await broker.add_token("maria", "digest-other", "2025-01-03T00:00:00.000Z")
+
+    assert await broker.token_owner("digest-m") == "maria"
+    assert await broker.token_owner("digest-other") is None
+    assert await broker.list_tokens() == [
+        ("ali", "2025-01-01T00:00:00.000Z"),
+        ("maria", "2025-01-02T00:00:00.000Z"),
+    ]
+    assert await broker.revoke_token("maria") is True
+    assert await broker.revoke_token("maria") is False
+    assert await broker.token_owner("digest-m") is None
+    assert await broker.list_tokens() == [("ali", "2025-01-01T00:00:00.000Z")]
+
+
+async def test_live_lists_current_items_with_the_cursor(broker: Broker) -> None:
+    empty_cursor, empty = await broker.live("es")
+    assert empty == [] and empty_cursor.offset == 0
+    kept = await post(broker, "Kept")
+    gone = await post(broker, "Gone")
+    await broker.publish(Change("withdrawn", withdraw(gone, editor="desk"), expected_version=1))
+    cursor, live = await broker.live("en")
+    assert [i["id"] for i in live] == [kept.id]
+    assert cursor == (await broker.state("en")).cursor and cursor.offset == 3

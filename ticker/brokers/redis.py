@@ -1,0 +1,391 @@
+"""The Redis broker: many publisher and hub processes share one Redis.
+
+Every publish is one Lua script, so the item, the capped stream that holds the history and
+the pub/sub announcement can never disagree. Every key of an edition carries the hash tag
+`{edition}`, so in Redis Cluster an edition lives in one slot and the script stays legal.
+
+Pub/sub is at-most-once; the stream is what makes it whole. A follower numbers what it has
+seen, fills any gap from the stream, and after a lost connection re-subscribes first and
+reads the stream second, so nothing published in between is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
+
+from ..items import Item, edition_of, parse_time
+from ..log import EditionState, Event
+from ..protocol import UPSERT_KINDS, Cursor, event_body
+from .base import (
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    Change,
+    IdempotencyMismatch,
+    Published,
+    VersionConflict,
+)
+
+log = logging.getLogger(__name__)
+
+# ReadOnlyError: after a failover, the address may lead to a replica for a while.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
+
+
+def _lua(*names: str) -> str:
+    return "\n".join(Path(__file__).with_name(name).read_text() for name in names)
+
+
+def _ms(when: datetime) -> int:
+    """Milliseconds since 1970, exact: expiry is compared as an integer score."""
+    return (when - _UNIX_EPOCH) // timedelta(milliseconds=1)
+
+
+def _backoff(failures: int) -> float:
+    """Jittered, so hubs that lost Redis together do not all come back in the same instant."""
+    delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** max(failures - 1, 0))
+    return random.uniform(delay / 2, delay)
+
+
+def _where(url: str) -> str:
+    """Where Redis is, for error messages: never the password from the URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+@dataclass(frozen=True, slots=True)
+class _EditionKeys:
+    """An edition's keys; the `{edition}` hash tag puts them all in one cluster slot."""
+
+    base: str
+    meta: str
+    items: str
+    log: str
+    expiry: str
+    live: str
+
+    @classmethod
+    def of(cls, prefix: str, edition: str) -> _EditionKeys:
+        base = f"{prefix}:{{{edition}}}"
+        return cls(base, *(f"{base}:{name}" for name in ("meta", "items", "log", "expiry", "live")))
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.base}:idem:{key}"
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        url: str,
+        *,
+        editions: tuple[str, ...],
+        history: int = 1000,
+        idempotency_seconds: int = 86400,
+        prefix: str = "ticker",
+        socket_timeout: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.editions = editions
+        self.history = history
+        self.idempotency_seconds = idempotency_seconds
+        self.socket_timeout = socket_timeout
+        self._where = _where(url)
+        self._keys = {edition: _EditionKeys.of(prefix, edition) for edition in editions}
+        # Tokens share a hash tag of their own, so both hashes change in one script.
+        self._token_names = f"{prefix}:{{tokens}}"
+        self._token_digests = f"{prefix}:{{tokens}}:digests"
+        self._closed = False
+        # No automatic retry: a publish retried after a timeout could run twice.
+        # Callers retry, with an idempotency key.
+        self._redis = self._client(Retry(NoBackoff(), 0))
+        self._publish_script = self._redis.register_script(_lua("epoch.lua", "publish.lua"))
+        self._state_script = self._redis.register_script(_lua("epoch.lua", "state.lua"))
+        self._add_token_script = self._redis.register_script(_lua("add_token.lua"))
+        self._revoke_token_script = self._redis.register_script(_lua("revoke_token.lua"))
+
+    def _client(self, retry: Retry) -> aioredis.Redis:
+        # With maintenance notifications on, redis-py 8.1 stops checking pooled connections
+        # before use (redis-py #4128), and the first command after a Redis restart fails.
+        return aioredis.Redis.from_url(
+            self.url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
+            retry=retry,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"Redis at {self._where} is unreachable: {exc}") from exc
+
+    def _edition(self, edition: str) -> _EditionKeys:
+        try:
+            return self._keys[edition]
+        except KeyError:
+            raise BrokerError(f"edition {edition!r} is not served by this broker") from None
+
+    async def start(self) -> None:
+        self._closed = False
+        await self.ping()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._redis.aclose()
+
+    async def ping(self) -> None:
+        with self._reachable():
+            await self._redis.ping()
+
+    # --- items and their log ---------------------------------------------------------------
+
+    async def publish(self, change: Change) -> Published:
+        item = change.item
+        keys = self._edition(item.edition)
+        script_keys = [keys.meta, keys.items, keys.log, keys.expiry]
+        if change.idempotency_key is not None:
+            script_keys.append(keys.idempotency(change.idempotency_key))
+        item_json = item.to_json()
+        expires = item.expires if change.kind in UPSERT_KINDS else None
+        args = [
+            secrets.token_hex(4),
+            change.kind,
+            item.id,
+            "" if change.expected_version is None else change.expected_version,
+            item_json,
+            event_body(change.kind, item.edition, item_json),
+            item.editor,
+            "" if expires is None else _ms(parse_time(expires)),
+            self.history,
+            keys.live,
+            change.fingerprint,
+            self.idempotency_seconds,
+        ]
+        with self._reachable():
+            reply = await self._publish_script(keys=script_keys, args=args)
+        return _published(change, reply)
+
+    async def get(self, item_id: str) -> Item | None:
+        keys = self._keys.get(edition_of(item_id) or "")
+        if keys is None:
+            return None
+        with self._reachable():
+            stored = await self._redis.hget(keys.items, item_id)
+        return None if stored is None else Item.from_dict(json.loads(stored))
+
+    async def state(self, edition: str) -> EditionState:
+        with self._reachable():
+            state = await self._read_since(edition, None)
+        assert isinstance(state, EditionState)
+        return state
+
+    async def live(self, edition: str) -> tuple[Cursor, list[dict[str, Any]]]:
+        """The live items without the history: what `GET /api/items` needs, in one round
+        trip."""
+        keys = self._edition(edition)
+        with self._reachable():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                meta, stored = (
+                    await pipe.hmget(keys.meta, "epoch", "offset").hvals(keys.items).execute()
+                )
+        if meta[0] is None:  # no epoch yet: let the state script start one
+            state = await self.state(edition)
+            return state.cursor, state.items
+        return Cursor(meta[0].decode(), int(meta[1])), [json.loads(raw) for raw in stored]
+
+    async def _read_since(self, edition: str, since: Cursor | None) -> EditionState | list[Event]:
+        """The events after `since`, or the whole state when they are not all in the log."""
+        keys = self._edition(edition)
+        args: list[Any] = [secrets.token_hex(4)]
+        if since is not None:
+            args += [since.epoch, since.offset]
+        reply = await self._state_script(keys=[keys.meta, keys.items, keys.log], args=args)
+        epoch, offset, shape = reply[0].decode(), int(reply[1]), reply[2]
+        if shape == b"events":
+            return [Event.from_payload(payload) for payload in reply[3]]
+        items = sorted((json.loads(raw) for raw in reply[3]), key=lambda i: i["created"])
+        events = [Event.from_payload(payload) for payload in reply[4]]
+        return EditionState(edition, epoch, offset, items, events)
+
+    async def due(self, now: datetime, limit: int = 100) -> list[Item]:
+        found: list[tuple[float, Item]] = []
+        with self._reachable():
+            for keys in self._keys.values():
+                due = await self._redis.zrangebyscore(
+                    keys.expiry, "-inf", _ms(now), start=0, num=limit, withscores=True
+                )
+                if not due:
+                    continue
+                stored = await self._redis.hmget(keys.items, [item_id for item_id, _ in due])
+                found += [
+                    (score, Item.from_dict(json.loads(raw)))
+                    for (_, score), raw in zip(due, stored, strict=True)
+                    if raw is not None
+                ]
+        found.sort(key=lambda pair: pair[0])
+        return [item for _, item in found[:limit]]
+
+    # --- following -------------------------------------------------------------------------
+
+    async def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:
+        channels = [self._edition(edition).live for edition in editions]
+        seen: dict[str, Cursor] = {}
+        failures = 0
+        while not self._closed:
+            client = self._client(Retry(NoBackoff(), 0, supported_errors=()))
+            pubsub = client.pubsub()
+            try:
+                await self._subscribe(pubsub, channels)
+                for edition in editions:
+                    for update in await self._catch_up(edition, seen):
+                        yield update
+                if failures:
+                    log.info("following Redis at %s again", self._where)
+                failures = 0
+                async with aclosing(self._messages(pubsub)) as messages:
+                    async for payload in messages:
+                        for update in await self._deliver(Event.from_payload(payload), seen):
+                            yield update
+            except (RedisError, OSError) as exc:
+                # Whatever went wrong, a hub without its feed is worse: retry, and say so
+                # less and less often.
+                failures += 1
+                if failures & (failures - 1) == 0:
+                    log.warning(
+                        "following Redis at %s failed %d times, retrying: %r",
+                        self._where,
+                        failures,
+                        exc,
+                    )
+                await asyncio.sleep(_backoff(failures))
+            finally:
+                await pubsub.aclose()
+                await client.aclose()
+
+    async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        """Subscribe and wait for every confirmation, so no event can slip by before the
+        log is read. Redis writes all confirmations of one SUBSCRIBE before anything else."""
+        await pubsub.subscribe(*channels)
+        deadline = asyncio.get_running_loop().time() + self.socket_timeout
+        confirmed = 0
+        while confirmed < len(channels):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise RedisTimeoutError("no confirmation of SUBSCRIBE")
+            message = await pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "subscribe":
+                confirmed += 1
+
+    async def _messages(self, pubsub: PubSub) -> AsyncIterator[bytes]:
+        """Published payloads, read promptly (Redis drops slow subscribers). A connection
+        that stays silent is pinged, and one that does not answer counts as lost."""
+        loop = asyncio.get_running_loop()
+        quiet_after = self.socket_timeout
+        tick = min(0.5, quiet_after / 2)
+        heard = loop.time()
+        pinged = False
+        while not self._closed:
+            message = await pubsub.get_message(timeout=tick)
+            now = loop.time()
+            if message is not None:
+                heard, pinged = now, False
+                if message["type"] == "message":
+                    yield message["data"]
+            elif now - heard > 2 * quiet_after:
+                raise RedisTimeoutError(f"no answer to PING in {quiet_after:g} s")
+            elif now - heard > quiet_after and not pinged:
+                await pubsub.ping()
+                pinged = True
+
+    async def _catch_up(self, edition: str, seen: dict[str, Cursor]) -> list[EditionState | Event]:
+        """What the follower missed of one edition, or a fresh state to reset to."""
+        update = await self._read_since(edition, seen.get(edition))
+        if isinstance(update, EditionState):
+            seen[edition] = update.cursor
+            return [update]
+        if update:
+            seen[edition] = update[-1].cursor
+        return list(update)
+
+    async def _deliver(self, event: Event, seen: dict[str, Cursor]) -> list[EditionState | Event]:
+        """The next event passes; an old one is a duplicate; anything else means a gap, which
+        the log fills (the log already holds this event, as the same script wrote it)."""
+        last = seen.get(event.edition)
+        if last is None:
+            return []
+        if event.cursor.epoch == last.epoch:
+            if event.cursor.offset <= last.offset:
+                return []
+            if event.cursor.offset == last.offset + 1:
+                seen[event.edition] = event.cursor
+                return [event]
+        return await self._catch_up(event.edition, seen)
+
+    # --- editor tokens ---------------------------------------------------------------------
+
+    async def add_token(self, name: str, digest: str, created: str) -> None:
+        record = json.dumps({"digest": digest, "created": created})
+        with self._reachable():
+            added = await self._add_token_script(
+                keys=[self._token_names, self._token_digests], args=[name, digest, record]
+            )
+        if not added:
+            raise BrokerError(f"a token named {name!r} already exists")
+
+    async def token_owner(self, digest: str) -> str | None:
+        with self._reachable():
+            name = await self._redis.hget(self._token_digests, digest)
+        return None if name is None else name.decode()
+
+    async def list_tokens(self) -> list[tuple[str, str]]:
+        with self._reachable():
+            records = await self._redis.hgetall(self._token_names)
+        return sorted((name.decode(), json.loads(raw)["created"]) for name, raw in records.items())
+
+    async def revoke_token(self, name: str) -> bool:
+        with self._reachable():
+            revoked = await self._revoke_token_script(
+                keys=[self._token_names, self._token_digests], args=[name]
+            )
+        return bool(revoked)
+
+
+def _published(change: Change, reply: list[Any]) -> Published:
+    """Turn the publish script's answer into a result or the error it stands for."""
+    status = reply[0]
+    if status == b"published":
+        return Published(change.item, Cursor(reply[1].decode(), int(reply[2])))
+    if status == b"replayed":
+        return Published(Item.from_dict(json.loads(reply[1])), None, replayed=True)
+    if status == b"mismatch":
+        raise IdempotencyMismatch(
+            f"Idempotency-Key {change.idempotency_key!r} was used for a different request"
+        )
+    raise VersionConflict(change.item.id, int(reply[1]) if len(reply) > 1 else None)
