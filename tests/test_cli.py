@@ -136,27 +136,45 @@ def test_serve_post_tail_and_shutdown(served):
         tail.wait()
 
 
-def test_serve_keeps_the_ticker_across_a_restart(tmp_path: Path):
+def test_serve_keeps_the_ticker_across_a_restart_and_tail_resumes(tmp_path: Path):
     db = str(tmp_path / "ticker.db")
     port, hub_port = free_port(), free_port()
     args = [*TICKER, "serve", "--db", db, "--port", str(port), "--hub-port", str(hub_port)]
     token = ticker("token", "create", "desk", "--db", db).stdout.strip()
-    for round_ in range(2):
-        process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        try:
-            read_until(process, "Create an editor token")
-            base = f"http://127.0.0.1:{port}"
-            if round_ == 0:
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    tail = None
+    try:
+        for round_, headline in enumerate(["Survives restarts", "Posted after the restart"]):
+            process = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+            try:
+                read_until(process, "Create an editor token")
+                if tail is None:
+                    tail = subprocess.Popen(
+                        [*TICKER, "tail", "--hub", f"ws://127.0.0.1:{hub_port}/ws"],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    )
+                    read_until(tail, "# ticker en")
+                else:
+                    resumed = read_until(tail, "# resumed, 0 missed", timeout=15)
                 response = httpx.post(
                     f"{base}/api/items",
-                    json={"edition": "en", "headline": "Survives restarts"},
-                    headers={"Authorization": f"Bearer {token}"},
+                    headers=headers,
+                    json={"edition": "en", "headline": headline},
                 )
                 assert response.status_code == 201
-            listing = httpx.get(f"{base}/api/items", params={"edition": "en"}).json()
-            assert [i["headline"] for i in listing["items"]] == ["Survives restarts"]
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=10)
+                shown = read_until(tail, headline)
+                if round_:  # after the resume: only the new item, the old one not again
+                    assert "Survives restarts" not in resumed + shown
+                listing = httpx.get(f"{base}/api/items", params={"edition": "en"}).json()
+                assert len(listing["items"]) == round_ + 1
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=10)
+    finally:
+        if tail is not None and tail.poll() is None:
+            tail.kill()

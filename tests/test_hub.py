@@ -266,3 +266,25 @@ async def test_hub_health_endpoints(stack):
     status = await reader.readline()
     writer.close()
     assert b"200" in status
+
+
+async def test_a_dead_peer_is_dropped_by_keepalive(tmp_path):
+    async with Stack(tmp_path, ping_interval=0.2, ping_timeout=0.3) as stack:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.hub.port)
+        writer.write(
+            b"GET /ws?edition=en HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert b"101" in await reader.readline()
+        assert stack.hub.stats["connections"] == 1
+        # Never answer the pings: the hub must give up on this peer.
+        async with asyncio.timeout(5):
+            while await reader.read(65536):
+                pass
+        writer.close()
+        for _ in range(50):
+            if stack.hub.stats["connections"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert stack.hub.stats["connections"] == 0
