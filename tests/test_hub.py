@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -239,7 +240,7 @@ async def test_slow_consumer_is_closed_and_others_keep_up(tmp_path):
                         await asyncio.sleep(0.01)
                 for _ in range(6000):
                     await good.next_event()
-                assert stack.hub.stats["slow_consumers"] == 1
+                assert stack.hub.metrics.slow_consumers == 1
         finally:
             stalled.close()
 
@@ -277,14 +278,34 @@ async def test_a_dead_peer_is_dropped_by_keepalive(tmp_path):
             b"Sec-WebSocket-Version: 13\r\n\r\n"
         )
         assert b"101" in await reader.readline()
-        assert stack.hub.stats["connections"] == 1
+        assert stack.hub.metrics.connections == 1
         # Never answer the pings: the hub must give up on this peer.
         async with asyncio.timeout(5):
             while await reader.read(65536):
                 pass
         writer.close()
         for _ in range(50):
-            if stack.hub.stats["connections"] == 0:
+            if stack.hub.metrics.connections == 0:
                 break
             await asyncio.sleep(0.05)
-        assert stack.hub.stats["connections"] == 0
+        assert stack.hub.metrics.connections == 0
+
+
+async def test_metrics_in_prometheus_text(stack):
+    async with Client.connect(stack.ws_url()) as client:
+        await client.next()
+        await stack.post(headline="Counted")
+        await client.next_event()
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"http://127.0.0.1:{stack.hub.port}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = dict(
+        line.rsplit(" ", 1) for line in response.text.splitlines() if not line.startswith("#")
+    )
+    assert samples["ticker_hub_connections"] == "1"
+    assert samples["ticker_hub_events_total"] == "1"
+    assert int(samples["ticker_hub_deliveries_total"]) >= 1
+    assert samples['ticker_hub_edition_offset{edition="en"}'] == "1"
+    assert int(samples['ticker_hub_fanout_seconds_bucket{le="+Inf"}']) >= 1
+    assert float(samples["ticker_hub_lag_seconds"]) < 5

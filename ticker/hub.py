@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -25,8 +24,9 @@ from websockets.protocol import State
 from . import protocol
 from .brokers.base import Broker
 from .config import Settings
-from .items import matches
+from .items import matches, parse_time
 from .log import EditionLog, EditionState, Event, Gap, payload_for
+from .metrics import HubMetrics, render
 from .protocol import CloseCode, Cursor, ProtocolError, Subscription
 
 log = logging.getLogger("ticker.hub")
@@ -73,14 +73,7 @@ class Hub:
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = 0.0
         self._dirty: list[Group] = []
-        self.stats = {
-            "connections": 0,
-            "deliveries": 0,
-            "frames": 0,
-            "slow_consumers": 0,
-            "protocol_errors": 0,
-            "resets": 0,
-        }
+        self.metrics = HubMetrics()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -149,7 +142,7 @@ class Hub:
             return  # nothing was missed
         log.warning("edition %s reset from %s to %s", state.edition, current.cursor, state.cursor)
         current.load(state)
-        self.stats["resets"] += 1
+        self.metrics.resets += 1
         for group in self.by_edition[state.edition]:
             group.pending.clear()
             frame = text_frame(self._snapshot(group, reset=True))
@@ -160,6 +153,10 @@ class Hub:
         if event.cursor.offset <= edition_log.offset and event.cursor.epoch == edition_log.epoch:
             return  # already applied
         before = edition_log.apply(event)
+        metrics = self.metrics
+        metrics.events += 1
+        metrics.offsets[event.edition] = event.cursor.offset
+        metrics.lag_seconds = max(0.0, time.time() - _timestamp(event.item.get("updated")))
         for group in self.by_edition[event.edition]:
             payload = payload_for(group.subscription, event, before)
             if payload is not None:
@@ -185,12 +182,12 @@ class Hub:
     def _flush(self) -> None:
         self._flush_handle = None
         self._last_flush = asyncio.get_running_loop().time()
+        started = time.perf_counter()
         dirty, self._dirty = self._dirty, []
         for group in dirty:
             if group.pending:
-                frame = text_frame(protocol.batch(group.pending))
-                group.pending = []
-                self._write(group, frame)
+                self._flush_group(group)
+        self.metrics.fanout.observe(time.perf_counter() - started)
 
     def _write(self, group: Group, frame: bytes) -> None:
         limit = self.limits.ws_write_buffer_max_bytes
@@ -202,14 +199,14 @@ class Hub:
             transport.write(frame)
             if transport.get_write_buffer_size() > limit:
                 slow.append(ws)
-        self.stats["deliveries"] += len(group.members)
-        self.stats["frames"] += 1
+        self.metrics.deliveries += len(group.members)
+        self.metrics.frames += 1
         for ws in slow:
             self._drop_slow(ws, group)
 
     def _drop_slow(self, ws: ServerConnection, group: Group) -> None:
         group.members.discard(ws)
-        self.stats["slow_consumers"] += 1
+        self.metrics.slow_consumers += 1
         log.info("closing slow consumer %s", ws.remote_address)
         # Nothing more is queued for it; the close frame goes after what is buffered, and
         # websockets aborts the connection if the client never reads it.
@@ -237,12 +234,18 @@ class Hub:
                 HTTPStatus.OK if self.ready.is_set() else HTTPStatus.SERVICE_UNAVAILABLE,
                 "ready\n" if self.ready.is_set() else "loading\n",
             )
+        if path == "/metrics":
+            response = ws.respond(HTTPStatus.OK, render(self.metrics))
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
         if path != "/ws":
             return ws.respond(HTTPStatus.NOT_FOUND, "the ticker hub serves /ws\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        self.stats["connections"] += 1
+        self.metrics.connections += 1
+        self.metrics.connections_total += 1
         try:
             query = ws.request.path.partition("?")[2] if ws.request else ""
             subscription, since = protocol.parse_query(query, self.vocabulary)
@@ -255,12 +258,12 @@ class Hub:
             self._join(ws, subscription, since)
             await self._serve_client(ws)
         except ProtocolError as exc:
-            self.stats["protocol_errors"] += 1
+            self.metrics.protocol_errors += 1
             await ws.close(exc.code, exc.reason)
         except ConnectionClosed:
             pass
         finally:
-            self.stats["connections"] -= 1
+            self.metrics.connections -= 1
             self._leave(ws)
 
     async def _serve_client(self, ws: ServerConnection) -> None:
@@ -354,5 +357,9 @@ class Hub:
         for group in self.groups.values():
             yield from group.members
 
-    def metrics(self) -> dict[str, Any]:
-        return {**self.stats, "groups": len(self.groups)}
+
+def _timestamp(iso: str | None) -> float:
+    try:
+        return parse_time(iso).timestamp() if iso else time.time()
+    except ValueError:
+        return time.time()
