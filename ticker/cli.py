@@ -23,7 +23,7 @@ import uvicorn
 from . import config
 from .auth import TokenError, create_token
 from .brokers import make_broker
-from .brokers.base import Broker, BrokerError
+from .brokers.base import Broker, BrokerError, BrokerUnavailable
 from .config import Settings
 from .hub import Hub
 from .publisher import create_app
@@ -273,12 +273,18 @@ async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _hub(settings: Settings, args: argparse.Namespace) -> None:
     _require_redis(settings, "hub")
-    async with _started(make_broker(settings)) as broker:
-        hub = Hub(settings, broker)
-        await hub.start()
-        log.info("hub listening on %s", settings.hub_url())
-        await _until_signal()
-        await hub.stop()
+    broker = make_broker(settings)
+    try:
+        await broker.start()
+    except BrokerUnavailable as exc:
+        # The hub keeps trying in the background; clients hear 1013 until it has the ticker.
+        log.warning("store unreachable at start-up, retrying: %s", exc)
+    hub = Hub(settings, broker)
+    await hub.start()
+    log.info("hub listening on %s", settings.hub_url())
+    await _until_signal()
+    await hub.stop()
+    await broker.close()
 
 
 # --- tokens ----------------------------------------------------------------------------------

@@ -86,7 +86,11 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if own_broker:
-            await broker.start()
+            try:
+                await broker.start()
+            except BrokerUnavailable as exc:
+                # Serve anyway: the API answers 503 until the store is back, and /readyz says so.
+                log.warning("store unreachable at start-up: %s", exc)
         sweeper = asyncio.create_task(expiry_sweeper(broker), name="expiry-sweeper")
         try:
             yield

@@ -1,0 +1,81 @@
+"""`ticker publisher` and `ticker hub` as separate processes on Redis, as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from test_cli import free_port, ticker
+
+from stack import Client
+
+TICKER = [sys.executable, "-m", "ticker.cli"]
+
+
+def wait_for(url: str, status: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(url, timeout=2).status_code
+            if last == status:
+                return
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered {status} (last: {last})")
+
+
+async def test_processes_start_before_redis_and_serve_once_it_is_up(redis_server):
+    redis_server.ensure_running()
+    redis_server.flush()
+    redis_server.stop()
+    port, hub_port = free_port(), free_port()
+    env_args = ["--redis-url", redis_server.url]
+    publisher = subprocess.Popen(
+        [*TICKER, "publisher", *env_args, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    hub = subprocess.Popen(
+        [*TICKER, "hub", *env_args, "--hub-port", str(hub_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/readyz", 503)
+        wait_for(f"http://127.0.0.1:{hub_port}/readyz", 503)
+        redis_server.start()
+        wait_for(f"http://127.0.0.1:{port}/readyz", 200)
+        wait_for(f"http://127.0.0.1:{hub_port}/readyz", 200)
+
+        token = ticker("token", "create", "desk", *env_args).stdout.strip()
+        async with Client.connect(f"ws://127.0.0.1:{hub_port}/ws?edition=es") as client:
+            assert (await client.next())["items"] == []
+            async with httpx.AsyncClient() as http:
+                response = await http.post(
+                    f"http://127.0.0.1:{port}/api/items",
+                    json={"edition": "es", "headline": "Última hora: acuerdo en Ginebra"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            assert response.status_code == 201
+            event = await client.next_event()
+            assert event["item"]["headline"] == "Última hora: acuerdo en Ginebra"
+
+            hub.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert await asyncio.to_thread(hub.wait, 10) == 0
+            assert time.monotonic() - started < 6
+    finally:
+        for process in (publisher, hub):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        redis_server.ensure_running()
