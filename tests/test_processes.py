@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -79,3 +80,59 @@ async def test_processes_start_before_redis_and_serve_once_it_is_up(redis_server
                 except subprocess.TimeoutExpired:
                     process.kill()
         redis_server.ensure_running()
+
+
+def scrape(hub_port: int) -> dict[str, str]:
+    text = httpx.get(f"http://127.0.0.1:{hub_port}/metrics", timeout=5).text
+    return dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+
+
+async def test_hub_workers_share_the_port_and_all_deliver(redis_url):
+    port, hub_port = free_port(), free_port()
+    args = ["--redis-url", redis_url]
+    publisher = subprocess.Popen(
+        [*TICKER, "publisher", *args, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    hub = subprocess.Popen(
+        [*TICKER, "hub", *args, "--hub-port", str(hub_port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/readyz", 200)
+        wait_for(f"http://127.0.0.1:{hub_port}/readyz", 200)
+        token = ticker("token", "create", "desk", *args).stdout.strip()
+        url = f"ws://127.0.0.1:{hub_port}/ws?edition=en"
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(Client.connect(url)) for _ in range(24)]
+            for client in clients:
+                await client.next()
+            seen: dict[str, int] = {}
+            for _ in range(40):  # each scrape lands on one worker
+                samples = scrape(hub_port)
+                for key, value in samples.items():
+                    if key.startswith("ticker_hub_connections{"):
+                        seen[key] = int(value)
+            assert set(seen) == {
+                'ticker_hub_connections{worker="0"}',
+                'ticker_hub_connections{worker="1"}',
+            }
+            assert sum(seen.values()) == 24 and min(seen.values()) > 0
+            async with httpx.AsyncClient() as http:
+                response = await http.post(
+                    f"http://127.0.0.1:{port}/api/items",
+                    json={"edition": "en", "headline": "To every worker"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            assert response.status_code == 201
+            for client in clients:
+                assert (await client.next_event())["item"]["headline"] == "To every worker"
+            hub.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(hub.wait, 10) == 0
+    finally:
+        for process in (publisher, hub):
+            if process.poll() is None:
+                process.kill()
+                process.wait()

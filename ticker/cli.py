@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -35,6 +36,7 @@ log = logging.getLogger("ticker")
 def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "run", None):
         parser.print_help()
         raise SystemExit(2)
@@ -60,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
 
     hub = commands.add_parser("hub", help="the WebSocket hub, on Redis")
     _server_flags(hub, publisher=False, hub=True)
-    hub.set_defaults(run=_run(_hub))
+    hub.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("TICKER_HUB_WORKERS", 1)),
+        help="hub processes sharing the port, one per core (env TICKER_HUB_WORKERS)",
+    )
+    hub.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    hub.set_defaults(run=_hub_workers)
 
     token = commands.add_parser("token", help="create, list and revoke editor tokens")
     token_commands = token.add_subparsers(metavar="ACTION", required=True)
@@ -271,6 +280,45 @@ async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
     await web
 
 
+def _hub_workers(args: argparse.Namespace) -> None:
+    """One hub, or a supervisor of `--workers` hub processes that share the port through
+    SO_REUSEPORT: each follows Redis on its own and serves its share of the connections."""
+    if args.workers <= 1 or args.worker_index is not None:
+        _run(_hub)(args)
+        return
+    settings = _settings(args)
+    _require_redis(settings, "hub")
+    # Each worker is this very command, told which worker it is.
+    command = [sys.executable, "-m", "ticker.cli", *args.argv]
+    workers = {i: _spawn_worker(command, i) for i in range(args.workers)}
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in workers.values():
+            process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("hub: %d workers on %s", args.workers, settings.hub_url())
+    while workers:
+        for index, process in list(workers.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            if stopping:
+                del workers[index]
+            else:
+                log.error("hub worker %d exited with %s; starting it again", index, code)
+                workers[index] = _spawn_worker(command, index)
+        time.sleep(0.2)
+
+
+def _spawn_worker(command: list[str], index: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*command, "--worker-index", str(index), "--workers", "1"])
+
+
 async def _hub(settings: Settings, args: argparse.Namespace) -> None:
     _require_redis(settings, "hub")
     broker = make_broker(settings)
@@ -279,8 +327,9 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
     except BrokerUnavailable as exc:
         # The hub keeps trying in the background; clients hear 1013 until it has the ticker.
         log.warning("store unreachable at start-up, retrying: %s", exc)
-    hub = Hub(settings, broker)
-    await hub.start()
+    index = getattr(args, "worker_index", None)
+    hub = Hub(settings, broker, worker=index)
+    await hub.start(reuse_port=index is not None)
     log.info("hub listening on %s", settings.hub_url())
     await _until_signal()
     await hub.stop()

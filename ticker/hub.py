@@ -59,8 +59,9 @@ class Group:
 
 
 class Hub:
-    def __init__(self, settings: Settings, broker: Broker) -> None:
+    def __init__(self, settings: Settings, broker: Broker, *, worker: int | None = None) -> None:
         self.settings = settings
+        self.worker = worker
         self.broker = broker
         self.vocabulary = settings.vocabulary
         self.limits = settings.limits
@@ -77,7 +78,11 @@ class Hub:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, host: str | None = None, port: int | None = None) -> None:
+    async def start(
+        self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
+    ) -> None:
+        """Listen; with `reuse_port`, several worker processes share one port and the kernel
+        spreads new connections over them."""
         self._tasks.append(asyncio.create_task(self._follow(), name="hub-follow"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="hub-heartbeat"))
         self.server = await serve(
@@ -93,6 +98,7 @@ class Hub:
             max_size=self.limits.ws_frame_max_bytes,
             max_queue=4,
             server_header=None,
+            reuse_port=reuse_port or None,
         )
 
     @property
@@ -235,7 +241,10 @@ class Hub:
                 "ready\n" if self.ready.is_set() else "loading\n",
             )
         if path == "/metrics":
-            response = ws.respond(HTTPStatus.OK, render(self.metrics))
+            response = ws.respond(
+                HTTPStatus.OK,
+                render(self.metrics, f'worker="{self.worker}"' if self.worker is not None else ""),
+            )
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
             return response
