@@ -179,6 +179,8 @@ async def test_unknown_items_and_routes(stack):
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert (await stack.http.put("/api/items", json={})).status_code == 405
     assert (await stack.http.get("/api/items", params={"edition": "fr"})).status_code == 400
+    bad_region = await stack.http.get("/api/items", params={"edition": "en", "region": "Mars"})
+    assert bad_region.status_code == 400 and "Mars" in bad_region.json()["message"]
 
 
 async def test_strict_security_headers(stack):

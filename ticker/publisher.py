@@ -34,6 +34,7 @@ from .brokers.base import (
 )
 from .config import RTL_EDITIONS, Settings
 from .items import Item, ItemError
+from .protocol import ProtocolError, parse_subscription
 
 log = logging.getLogger("ticker.publisher")
 T = TypeVar("T")
@@ -167,15 +168,16 @@ class _Api:
 
     async def list_items(self, request: Request) -> Response:
         params = request.query_params
-        edition = params.get("edition")
-        if edition not in self.vocabulary.editions:
-            raise ApiError(
-                400,
-                "invalid_parameter",
-                f"edition must be one of {', '.join(self.vocabulary.editions)}",
-                fields={"edition": "unknown edition"},
-            )
-        region, category = params.get("region"), params.get("category")
+        try:
+            wanted = {name: params.get(name) for name in ("edition", "region", "category")}
+            subscription, _ = parse_subscription(wanted, self.vocabulary)
+        except ProtocolError as exc:
+            raise ApiError(400, "invalid_parameter", exc.reason) from None
+        edition, region, category = (
+            subscription.edition,
+            subscription.region,
+            subscription.category,
+        )
         cursor, live = await _call(self.broker.live(edition))
         live = [i for i in live if rules.matches(i, region, category)]
         live.sort(key=lambda i: i["created"], reverse=True)
