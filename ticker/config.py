@@ -71,7 +71,7 @@ class Settings:
     hub_port: int = 8001
     redis_url: str | None = None
     db_path: Path = Path("ticker.db")
-    web_dir: Path = Path(__file__).resolve().parent.parent / "web"
+    web_dir: Path = field(default_factory=lambda: _default_web_dir())
     allowed_origins: tuple[str, ...] = ()
     public_hub_url: str | None = None
     ping_interval: float = 20.0
@@ -103,6 +103,13 @@ class Settings:
         if "*" in configured:
             return None
         return [None, *configured]
+
+
+def _default_web_dir() -> Path:
+    """web/ of the source tree, or the copy a wheel installs as ticker/web."""
+    here = Path(__file__).resolve().parent
+    source = here.parent / "web"
+    return source if source.is_dir() else here / "web"
 
 
 def _split(value: str) -> tuple[str, ...]:
