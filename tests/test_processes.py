@@ -31,6 +31,16 @@ def wait_for(url: str, status: int, timeout: float = 15) -> None:
     raise AssertionError(f"{url} never answered {status} (last: {last})")
 
 
+async def post(port: int, token: str, edition: str, headline: str) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"http://127.0.0.1:{port}/api/items",
+            json={"edition": edition, "headline": headline},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 201, response.text
+
+
 async def test_processes_start_before_redis_and_serve_once_it_is_up(redis_server):
     redis_server.ensure_running()
     redis_server.flush()
@@ -57,13 +67,7 @@ async def test_processes_start_before_redis_and_serve_once_it_is_up(redis_server
         token = ticker("token", "create", "desk", *env_args).stdout.strip()
         async with Client.connect(f"ws://127.0.0.1:{hub_port}/ws?edition=es") as client:
             assert (await client.next())["items"] == []
-            async with httpx.AsyncClient() as http:
-                response = await http.post(
-                    f"http://127.0.0.1:{port}/api/items",
-                    json={"edition": "es", "headline": "Última hora: acuerdo en Ginebra"},
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            assert response.status_code == 201
+            await post(port, token, "es", "Última hora: acuerdo en Ginebra")
             event = await client.next_event()
             assert event["item"]["headline"] == "Última hora: acuerdo en Ginebra"
 
@@ -120,13 +124,7 @@ async def test_hub_workers_share_the_port_and_all_deliver(redis_url):
                 'ticker_hub_connections{worker="1"}',
             }
             assert sum(seen.values()) == 24 and min(seen.values()) > 0
-            async with httpx.AsyncClient() as http:
-                response = await http.post(
-                    f"http://127.0.0.1:{port}/api/items",
-                    json={"edition": "en", "headline": "To every worker"},
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            assert response.status_code == 201
+            await post(port, token, "en", "To every worker")
             for client in clients:
                 assert (await client.next_event())["item"]["headline"] == "To every worker"
             hub.send_signal(signal.SIGTERM)
