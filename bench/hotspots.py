@@ -1,0 +1,71 @@
+"""Summarize a py-spy raw profile: `python -m bench.hotspots PROFILE [--top N] [--grep S]`.
+
+py-spy's raw format is one collapsed stack per line with a sample count. A flame graph
+needs a browser; this prints the two lists that answer "where does the hub's CPU go":
+functions by own time (self) and by time including callees (total), as shares of all
+samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+_LOCATION = re.compile(r" \((?P<file>[^)]*?)(?::\d+)?\)$")
+
+
+def _short(frame: str) -> str:
+    """`send (websockets/asyncio/connection.py:123)` -> `send (asyncio/connection.py)`."""
+    match = _LOCATION.search(frame)
+    if not match:
+        return frame
+    path = match["file"]
+    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{frame[: match.start()]} ({path})"
+
+
+def load(path: Path) -> list[tuple[list[str], int]]:
+    stacks = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append(([_short(f) for f in stack.split(";")], int(count)))
+    return stacks
+
+
+def hotspots(
+    stacks: list[tuple[list[str], int]], grep: str | None
+) -> tuple[int, Counter[str], Counter[str]]:
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for frames, count in stacks:
+        if grep and not any(grep in f for f in frames):
+            continue
+        samples += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    return samples, own, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("profile", type=Path)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--grep", help="only stacks through a frame containing this")
+    args = parser.parse_args()
+    samples, own, total = hotspots(load(args.profile), args.grep)
+    print(f"{samples} samples")
+    for title, counter in (("self", own), ("total", total)):
+        print(f"\n-- by {title} time")
+        for frame, count in counter.most_common(args.top):
+            print(f"{count / max(samples, 1):6.1%}  {frame}")
+
+
+if __name__ == "__main__":
+    main()

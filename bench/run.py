@@ -1,0 +1,812 @@
+"""The fan-out benchmark: `python -m bench` (see `--help`, and docs/performance.md).
+
+One run starts a private redis-server, the publisher, the hub and a raw floor server,
+connects N WebSocket readers to each from several client processes and source
+addresses, and measures, in this order: RSS per connection, idle (keepalive) CPU,
+CPU per delivery against the floor, publish-to-receive latency, bursts of 20, a
+reconnect storm with cursors, and publisher throughput. Every reader checks every
+event it gets (same epoch, offset + 1), so a run also proves nothing was lost,
+repeated or reordered; it exits non-zero when anything was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .clients import event_loop_name
+from .http import FILLER, HttpConnection, Poster
+from .procs import (
+    BenchError,
+    Managed,
+    cpu_seconds,
+    create_token,
+    free_port,
+    http_ok,
+    machine,
+    rss_kb,
+    start_redis,
+    tcp_counters,
+    ticker_command,
+    wait_for,
+)
+from .wire import bench_headline, split_cursor
+
+BURST = 20
+SOURCES_PER_POOL = 16
+HUB_POOL, FLOOR_POOL, STORM_POOL = 1, 2, 3
+FLOOR_EPOCH = "f1oor000"
+STORM_TIME_LIMIT = 150.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Options:
+    clients: int = 10_000
+    workers: int = 0  # 0: one client process per 2,500 readers, at least 2
+    rounds: int = 3
+    messages: int = 10  # per round and per server
+    idle_seconds: float = 10.0
+    settle_seconds: float = 3.0
+    posts: int = 3000
+    post_concurrency: int = 32
+    connect_concurrency: int = 25  # per client process, for the initial connect only
+    timeout: float = 60.0
+    json_path: Path = Path("bench-results.json")
+    profile: Path | None = None
+    hub_args: list[str] = field(default_factory=list)
+    hub_whatif: str = ""  # patches from bench.whatif, comma-separated
+    tracemalloc: Path | None = None
+    smoke: bool = False
+
+    @property
+    def client_processes(self) -> int:
+        return self.workers or min(8, max(2, math.ceil(self.clients / 2500)))
+
+
+def sources(pool: int) -> list[str]:
+    """Source addresses for one phase. Each phase gets its own, so the ports left in
+    TIME_WAIT by an earlier phase never run a later one out of ephemeral ports."""
+    return [f"127.0.{pool}.{i}" for i in range(1, SOURCES_PER_POOL + 1)]
+
+
+# --- client processes --------------------------------------------------------------------
+
+
+class WorkerPool:
+    """The client processes, each holding a share of the readers."""
+
+    def __init__(self, processes: list[asyncio.subprocess.Process]) -> None:
+        self.processes = processes
+
+    @classmethod
+    async def start(cls, count: int, logdir: Path) -> WorkerPool:
+        processes = []
+        for i in range(count):
+            stderr = (logdir / f"clients-{i}.log").open("ab")
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.clients",
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    limit=1 << 28,
+                    cwd=ROOT,
+                )
+            )
+        return cls(processes)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.processes)
+
+    def shares(self, total: int) -> list[int]:
+        n = len(self.processes)
+        return [total // n + (i < total % n) for i in range(n)]
+
+    async def _call(self, process: asyncio.subprocess.Process, command: dict) -> dict:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write((json.dumps(command) + "\n").encode())
+        await process.stdin.drain()
+        line = await process.stdout.readline()
+        if not line:
+            raise BenchError(f"a client process exited (code {process.returncode}); see logs")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise BenchError(f"a client process failed on {command['cmd']}: {reply['error']}")
+        return reply
+
+    async def each(self, commands: list[dict]) -> list[dict]:
+        """One command per process, all at once."""
+        return list(
+            await asyncio.gather(
+                *(self._call(p, c) for p, c in zip(self.processes, commands, strict=True))
+            )
+        )
+
+    async def all(self, command: dict) -> list[dict]:
+        return await self.each([dict(command) for _ in self.processes])
+
+    async def health(self, target: str) -> dict[str, Any]:
+        replies = await self.all({"cmd": "health", "target": target})
+        return _sum_health(replies)
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                try:
+                    await asyncio.wait_for(self._call(process, {"cmd": "quit"}), 10)
+                    await asyncio.wait_for(process.wait(), 10)
+                except (TimeoutError, BenchError, ConnectionError):
+                    process.kill()
+                    await process.wait()
+
+
+def _sum_health(replies: list[dict]) -> dict[str, Any]:
+    summed: dict[str, Any] = {}
+    for reply in replies:
+        for key, value in reply.items():
+            if key in ("seqs", "sample"):
+                continue
+            if isinstance(value, list):
+                summed[key] = sorted(set(summed.get(key, [])) | set(value))
+            else:
+                summed[key] = summed.get(key, 0) + value
+    return summed
+
+
+class FloorProcess:
+    """The floor server, driven over its stdin like the client processes."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @classmethod
+    async def start(cls, logdir: Path) -> FloorProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.floor",
+            "--epoch",
+            FLOOR_EPOCH,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(logdir / "floor.log").open("ab"),
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        hello = json.loads(await process.stdout.readline())
+        return cls(process, hello["listening"])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def call(self, command: dict) -> dict:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+        await self.process.stdin.drain()
+        return json.loads(await self.process.stdout.readline())
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, options: Options, logdir: Path) -> None:
+        self.options = options
+        self.logdir = logdir
+        self.n = options.clients
+        self.results: dict[str, Any] = {}
+        self.managed: list[Managed] = []
+        self.floor: FloorProcess | None = None
+        self.pool: WorkerPool | None = None
+        self.profiler: subprocess.Popen[bytes] | None = None
+        self.next_seq = 0
+        self.floor_offset = 0
+        self.floor_template: dict[str, Any] | None = None
+        self.hub_port = free_port()
+        self.publisher_port = free_port()
+
+    # --- set-up and tear-down ---------------------------------------------------------
+
+    async def start(self) -> None:
+        redis, self.redis_url = start_redis(self.logdir)
+        self.managed.append(redis)
+        self.token = create_token(self.redis_url, self.logdir)
+        env = {"TICKER_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
+        self.publisher = self._spawn(
+            "publisher",
+            ticker_command(
+                "publisher",
+                "--redis-url",
+                self.redis_url,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.publisher_port),
+            ),
+            env,
+        )
+        self.hub = self._spawn(
+            "hub",
+            self._hub_command(
+                "hub",
+                "--redis-url",
+                self.redis_url,
+                "--hub-host",
+                "127.0.0.1",
+                "--hub-port",
+                str(self.hub_port),
+                *self.options.hub_args,
+            ),
+            {**env, **self._whatif_env()},
+        )
+        wait_for(lambda: http_ok(self.publisher_port, "/healthz"), self.publisher, "publisher")
+        wait_for(lambda: http_ok(self.hub_port, "/readyz"), self.hub, "the hub to be ready")
+        self.floor = await FloorProcess.start(self.logdir)
+        self.pool = await WorkerPool.start(self.options.client_processes, self.logdir)
+        self.poster = Poster("127.0.0.1", self.publisher_port, self.token)
+        self.post_conns = await self.poster.connect(BURST)
+
+    def _hub_command(self, *args: str) -> list[str]:
+        """`ticker hub`, or the same through bench.whatif when patches or tracing are asked."""
+        if self.options.hub_whatif or self.options.tracemalloc:
+            return [sys.executable, "-m", "bench.whatif", *args]
+        return ticker_command(*args)
+
+    def _whatif_env(self) -> dict[str, str]:
+        env = {"BENCH_WHATIF": self.options.hub_whatif}
+        if self.options.tracemalloc:
+            env["BENCH_TRACEMALLOC"] = str(self.options.tracemalloc.resolve())
+        return env
+
+    def _trace_memory(self) -> None:
+        """Ask a traced hub to write what was allocated since the last call."""
+        if self.options.tracemalloc:
+            os.kill(self.hub.pid, signal.SIGUSR1)
+            time.sleep(2.0)
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> Managed:
+        process = Managed(name, command, self.logdir, env)
+        self.managed.append(process)
+        return process
+
+    async def stop(self) -> None:
+        self._stop_profiler()
+        for conn in getattr(self, "post_conns", []):
+            await conn.close()
+        if self.pool is not None:
+            await self.pool.stop()
+        if self.floor is not None:
+            await self.floor.stop()
+        for process in reversed(self.managed):
+            process.stop()
+
+    def seq(self) -> int:
+        self.next_seq += 1
+        return self.next_seq
+
+    # --- primitives --------------------------------------------------------------------
+
+    async def wait(self, target: str, seqs: list[int]) -> None:
+        assert self.pool is not None
+        replies = await self.pool.all(
+            {"cmd": "wait", "target": target, "seqs": seqs, "time_limit": self.options.timeout}
+        )
+        if not all(r["complete"] for r in replies):
+            counts = [r["counts"] for r in replies]
+            raise BenchError(f"{target}: not every reader got {seqs} in time: {counts}")
+
+    async def stats(self, target: str, seqs: list[int], latencies: bool = False) -> dict:
+        """Per-seq receive data merged over the client processes, plus their health."""
+        assert self.pool is not None
+        replies = await self.pool.all(
+            {"cmd": "stats", "target": target, "seqs": seqs, "latencies": latencies}
+        )
+        merged: dict[int, dict[str, Any]] = {}
+        for reply in replies:
+            for key, entry in reply["seqs"].items():
+                seq = int(key)
+                into = merged.setdefault(seq, {"count": 0, "lat_ms": [], "last": 0.0})
+                into["count"] += entry["count"]
+                if entry["count"]:
+                    into["published"] = entry["published"]
+                    into["last"] = max(into["last"], entry["last"])
+                    into["lat_ms"] += entry.get("lat_ms", [])
+        sample = next((r["sample"] for r in replies if r["sample"]), "")
+        return {"seqs": merged, "sample": sample, "health": _sum_health(replies)}
+
+    async def post_hub(self, seq: int, conn: HttpConnection | None = None) -> float:
+        posted = await self.poster.post(conn or self.post_conns[0], seq)
+        if posted.status != 201:
+            raise BenchError(f"posting item {seq} failed: {posted.status} {posted.body}")
+        return posted.began
+
+    async def hub_message(self) -> int:
+        seq = self.seq()
+        await self.post_hub(seq)
+        await self.wait("hub", [seq])
+        return seq
+
+    async def floor_message(self) -> int:
+        assert self.floor is not None
+        seq = self.seq()
+        self.floor_offset += 1
+        await self.floor.call({"cmd": "send", "payload": self._floor_payload(seq)})
+        await self.wait("floor", [seq])
+        return seq
+
+    def _floor_payload(self, seq: int) -> str:
+        """A copy of a real hub event, with the floor's cursor and a fresh bench headline,
+        so both servers deliver messages of the same size."""
+        assert self.floor_template is not None
+        message = json.loads(json.dumps(self.floor_template))
+        message["cursor"] = f"{FLOOR_EPOCH}:{self.floor_offset}"
+        message["item"]["headline"] = bench_headline(seq, time.time(), FILLER)
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+    async def connect(self, target: str, port: int, pool: int, *, since: bool = False) -> dict:
+        assert self.pool is not None
+        commands = [
+            {
+                "cmd": "connect",
+                "target": target,
+                "host": "127.0.0.1",
+                "port": port,
+                "path": "/ws?edition=en",
+                "count": share,
+                "sources": sources(pool),
+                "concurrency": 0 if since else self.options.connect_concurrency,
+                # A storm overflowing a short accept queue leaves clients retrying their SYN
+                # for up to two minutes (1+2+4+...+64 s); give them that long.
+                "time_limit": max(self.options.timeout, STORM_TIME_LIMIT)
+                if since
+                else self.options.timeout,
+                "since": since,
+            }
+            for share in self.pool.shares(self.n)
+        ]
+        replies = await self.pool.each(commands)
+        began = min(r["began"] for r in replies)
+        ended = max(r["ended"] for r in replies)
+        connected = sum(r["connected"] for r in replies)
+        return {
+            "connected": connected,
+            "failed": sum(r["failed"] for r in replies),
+            "retried": sum(r["retried"] for r in replies),
+            "failures": sorted({f for r in replies for f in r["failures"]})[:5],
+            "seconds": round(ended - began, 3),
+            "per_second": round(connected / max(ended - began, 1e-9)),
+            "handshake_ms_p50": max(r["handshake_ms"].get("p50", 0) for r in replies),
+            "handshake_ms_p99": max(r["handshake_ms"].get("p99", 0) for r in replies),
+        }
+
+    # --- phases ------------------------------------------------------------------------
+
+    async def measure_memory(self) -> dict[str, Any]:
+        """RSS before and after N idle readers (keepalive on), for the hub and the floor."""
+        assert self.floor is not None
+        out: dict[str, Any] = {}
+        for name, pid, port, pool in (
+            ("hub", self.hub.pid, self.hub_port, HUB_POOL),
+            ("floor", self.floor.pid, self.floor.port, FLOOR_POOL),
+        ):
+            if name == "hub":
+                self._trace_memory()
+            before, cpu0 = rss_kb(pid), cpu_seconds(pid)
+            connect = await self.connect(name, port, pool)
+            connect["server_cpu_us_per_connect"] = round((cpu_seconds(pid) - cpu0) / self.n * 1e6)
+            if connect["failed"]:
+                raise BenchError(f"{connect['failed']} readers could not connect to the {name}")
+            await asyncio.sleep(self.options.settle_seconds)
+            after = rss_kb(pid)
+            if name == "hub":
+                self._trace_memory()
+            out[name] = {
+                "rss_before_kb": before,
+                "rss_after_kb": after,
+                "kb_per_connection": round((after - before) / self.n, 2),
+                "connect": connect,
+            }
+        return out
+
+    async def measure_idle(self) -> dict[str, Any]:
+        """CPU the hub spends on N idle readers: keepalive pings and heartbeats."""
+        assert self.pool is not None and self.floor is not None
+        before = await self.pool.health("hub")
+        hub0, floor0, t0 = cpu_seconds(self.hub.pid), cpu_seconds(self.floor.pid), time.time()
+        await asyncio.sleep(self.options.idle_seconds)
+        hub1, floor1, t1 = cpu_seconds(self.hub.pid), cpu_seconds(self.floor.pid), time.time()
+        after = await self.pool.health("hub")
+        return {
+            "seconds": round(t1 - t0, 2),
+            "hub_cpu_seconds": round(hub1 - hub0, 4),
+            "floor_cpu_seconds": round(floor1 - floor0, 4),
+            "heartbeat_frames": after["frames"] - before["frames"],
+            "pings_answered": after["pings"] - before["pings"],
+        }
+
+    async def warm_up(self) -> None:
+        """One item through the whole path; its bytes become the floor's message."""
+        seq = await self.hub_message()
+        sample = (await self.stats("hub", [seq]))["sample"]
+        if not sample:
+            raise BenchError("no reader kept a copy of the warm-up event")
+        self.floor_template = json.loads(sample)
+        self.results["message"] = {
+            "hub_event_bytes": len(sample.encode()),
+            "floor_event_bytes": len(self._floor_payload(0).encode()),
+            "hub_epoch": split_cursor(self.floor_template["cursor"])[0],
+            "sample": sample,
+        }
+        await self.floor_message()
+
+    async def _round(self, target: str, pid: int) -> dict[str, Any]:
+        assert self.pool is not None
+        send = self.hub_message if target == "hub" else self.floor_message
+        frames0 = (await self.pool.health(target))["frames"]
+        cpu0, clients0, t0 = cpu_seconds(pid), self.pool.cpu_seconds(), time.time()
+        seqs = [await send() for _ in range(self.options.messages)]
+        cpu1, clients1, t1 = cpu_seconds(pid), self.pool.cpu_seconds(), time.time()
+        frames1 = (await self.pool.health(target))["frames"]
+        return {
+            "cpu_seconds": cpu1 - cpu0,
+            "client_cpu_seconds": clients1 - clients0,
+            "seconds": t1 - t0,
+            "deliveries": frames1 - frames0,
+            "bench_deliveries": len(seqs) * self.n,
+            "seqs": seqs,
+        }
+
+    async def measure_fanout(self) -> dict[str, Any]:
+        """Rounds of M lone messages to the floor, then M to the hub, each sent once the
+        previous one reached every reader; interleaved so drift hits both alike."""
+        assert self.floor is not None
+        rounds: dict[str, list[dict[str, Any]]] = {"floor": [], "hub": []}
+        for _ in range(self.options.rounds):
+            rounds["floor"].append(await self._round("floor", self.floor.pid))
+            rounds["hub"].append(await self._round("hub", self.hub.pid))
+        out: dict[str, Any] = {"rounds": self.options.rounds, "messages": self.options.messages}
+        for target, done in rounds.items():
+            seqs = [s for r in done for s in r["seqs"]]
+            stats = await self.stats(target, seqs, latencies=True)
+            out[target] = {**_cpu_summary(done), **_latency_summary(stats["seqs"])}
+        hub, floor = out["hub"], out["floor"]
+        out["ratio"] = round(hub["us_per_delivery"] / floor["us_per_delivery"], 3)
+        out["ratio_per_round"] = [
+            round(_us(h) / _us(f), 3) for h, f in zip(rounds["hub"], rounds["floor"], strict=True)
+        ]
+        return out
+
+    async def measure_burst(self, concurrent: bool) -> dict[str, Any]:
+        """20 items posted back to back: all at once on 20 connections, or one after
+        another on one connection. Until every reader has all 20, in order."""
+        assert self.pool is not None
+        before = await self.pool.health("hub")
+        seqs = [self.seq() for _ in range(BURST)]
+        cpu0, t0 = cpu_seconds(self.hub.pid), time.time()
+        if concurrent:
+            await asyncio.gather(
+                *(self.post_hub(s, c) for s, c in zip(seqs, self.post_conns, strict=True))
+            )
+        else:
+            for seq in seqs:
+                await self.post_hub(seq)
+        posted = time.time()
+        await self.wait("hub", seqs)
+        cpu1 = cpu_seconds(self.hub.pid)
+        stats = await self.stats("hub", seqs)
+        after = stats["health"]
+        last = max(e["last"] for e in stats["seqs"].values())
+        return {
+            "mode": "concurrent" if concurrent else "sequential",
+            "items": BURST,
+            "posting_seconds": round(posted - t0, 4),
+            "seconds_until_all": round(last - t0, 4),
+            "complete": all(e["count"] == self.n for e in stats["seqs"].values()),
+            "order_errors": after["errors"] - before["errors"],
+            "frames_per_client": round(
+                (after["event_frames"] - before["event_frames"]) / self.n, 2
+            ),
+            "hub_cpu_seconds": round(cpu1 - cpu0, 4),
+        }
+
+    async def measure_storm(self) -> dict[str, Any]:
+        """Every reader drops, an item is posted while they are away, and all reconnect at
+        once with their cursors: each must get that item exactly once, by resume."""
+        assert self.pool is not None
+        before = await self.pool.health("hub")
+        await self.pool.all({"cmd": "drop", "target": "hub"})
+        await asyncio.sleep(self.options.settle_seconds)
+        seq = self.seq()
+        await self.post_hub(seq)
+        await asyncio.sleep(0.2)
+        rss0, cpu0, tcp0 = rss_kb(self.hub.pid), cpu_seconds(self.hub.pid), tcp_counters()
+        connect = await self.connect("hub", self.hub_port, STORM_POOL, since=True)
+        cpu1, tcp1 = cpu_seconds(self.hub.pid), tcp_counters()
+        if connect["connected"] == self.n:
+            await self.wait("hub", [seq])  # a reader that never got back cannot have it
+        stats = await self.stats("hub", [seq])
+        after = stats["health"]
+        return {
+            **connect,
+            "hub_cpu_seconds": round(cpu1 - cpu0, 3),
+            "hub_cpu_us_per_handshake": round((cpu1 - cpu0) / self.n * 1e6, 1),
+            "rss_before_kb": rss0,
+            "tcp": {k: tcp1[k] - tcp0.get(k, 0) for k in tcp1},
+            "item_posted_while_away_received_by": stats["seqs"][seq]["count"],
+            "resumed": after["resumes"] - before["resumes"],
+            "resets": after["resets"] - before["resets"],
+            "order_errors": after["errors"] - before["errors"],
+        }
+
+    async def measure_publisher(self) -> dict[str, Any]:
+        """Posts per second through the publisher and Redis, at a few concurrencies, to an
+        edition nobody reads, with the hub still following. The headline figure is the
+        best throughput whose p99 stays within target; the sweep shows the trade-off."""
+        levels = (2, 8) if self.options.smoke else (4, 16, self.options.post_concurrency)
+        sweep = [await self._publisher_level(c) for c in levels]
+        within = [s for s in sweep if s["p99_ms"] <= report.TARGETS["post_p99_ms"]]
+        best = max(within or sweep, key=lambda s: s["posts_per_second"])
+        return {**best, "sweep": sweep}
+
+    async def _publisher_level(self, concurrency: int) -> dict[str, Any]:
+        total = self.options.posts
+        conns = await self.poster.connect(concurrency)
+        todo = iter(range(total))
+        latencies: list[float] = []
+        failures: list[int] = []
+
+        async def run(conn: HttpConnection) -> None:
+            for i in todo:
+                posted = await self.poster.post(conn, 1_000_000 + i, edition="es")
+                latencies.append(posted.seconds * 1000)
+                if posted.status != 201:
+                    failures.append(posted.status)
+
+        redis_pid = self.managed[0].pid
+        cpu0 = (cpu_seconds(self.publisher.pid), cpu_seconds(redis_pid), cpu_seconds(self.hub.pid))
+        t0 = time.time()
+        await asyncio.gather(*(run(c) for c in conns))
+        elapsed = time.time() - t0
+        cpu1 = (cpu_seconds(self.publisher.pid), cpu_seconds(redis_pid), cpu_seconds(self.hub.pid))
+        for conn in conns:
+            await conn.close()
+        ordered = sorted(latencies)
+        used = [round((b - a) / total * 1e6, 1) for a, b in zip(cpu0, cpu1, strict=True)]
+        return {
+            "posts": total,
+            "concurrency": concurrency,
+            "seconds": round(elapsed, 3),
+            "posts_per_second": round(total / elapsed),
+            "p50_ms": round(_quantile(ordered, 0.5), 2),
+            "p99_ms": round(_quantile(ordered, 0.99), 2),
+            "failed": len(failures),
+            "publisher_cpu_us_per_post": used[0],
+            "redis_cpu_us_per_post": used[1],
+            "hub_cpu_us_per_post": used[2],
+        }
+
+    # --- profiling ---------------------------------------------------------------------
+
+    def _start_profiler(self, phase: str) -> None:
+        """py-spy on the hub for one phase, so each phase's hot path shows on its own."""
+        self._stop_profiler()
+        if self.options.profile is None:
+            return
+        self.options.profile.mkdir(parents=True, exist_ok=True)
+        self.profiler = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(self.hub.pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(self.options.profile / f"hub-{phase}.txt"),
+            ],
+            stdout=(self.logdir / "py-spy.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        time.sleep(1.0)  # py-spy needs a moment to attach
+
+    def _stop_profiler(self) -> None:
+        if self.profiler is not None and self.profiler.poll() is None:
+            self.profiler.send_signal(signal.SIGINT)
+            self.profiler.wait(30)
+        self.profiler = None
+
+    # --- everything --------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        r = self.results
+        r["machine"] = machine()
+        r["options"] = _public_options(self.options)
+        r["machine"]["client_event_loop"] = event_loop_name()
+        await self.start()
+        r["memory"] = await self.measure_memory()
+        r["idle"] = await self.measure_idle()
+        await self.warm_up()
+        self._start_profiler("fanout")
+        r["fanout"] = await self.measure_fanout()
+        self._start_profiler("bursts")
+        r["bursts"] = [await self.measure_burst(True), await self.measure_burst(False)]
+        self._stop_profiler()
+        assert self.pool is not None
+        await self.pool.all({"cmd": "drop", "target": "floor"})
+        r["hub_after_traffic_rss_kb"] = rss_kb(self.hub.pid)
+        self._start_profiler("storm")
+        r["storm"] = await self.measure_storm()
+        self._stop_profiler()
+        r["keepalive"] = await self.keepalive_state()
+        await self.pool.all({"cmd": "drop", "target": "hub"})
+        r["publisher"] = await self.measure_publisher()
+        r["summary"] = report.summarize(r)
+        return r
+
+    async def keepalive_state(self) -> dict[str, Any]:
+        """Whether the readers stayed connected through the hub's keepalive."""
+        assert self.pool is not None
+        health = await self.pool.health("hub")
+        return {
+            "ping_interval_s": float(os.environ.get("TICKER_PING_INTERVAL", 20)),
+            "pings_answered": health["pings"],
+            "closed_by_server": health["closed_by_server"],
+            "close_codes": health["close_codes"],
+            "open": health["open"],
+            "readers": health["readers"],
+            "errors": health["errors"],
+            "first_errors": health["first_errors"],
+            "resets": health["resets"],
+        }
+
+
+def _us(done: dict[str, Any]) -> float:
+    return done["cpu_seconds"] / max(done["deliveries"], 1) * 1e6
+
+
+def _cpu_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    cpu = sum(r["cpu_seconds"] for r in rounds)
+    deliveries = sum(r["deliveries"] for r in rounds)
+    return {
+        "cpu_seconds": round(cpu, 4),
+        "deliveries": deliveries,
+        "heartbeat_deliveries": deliveries - sum(r["bench_deliveries"] for r in rounds),
+        "window_seconds": round(sum(r["seconds"] for r in rounds), 3),
+        "us_per_delivery": round(cpu / max(deliveries, 1) * 1e6, 3),
+        "us_per_delivery_per_round": [round(_us(r), 3) for r in rounds],
+        "client_us_per_delivery": round(
+            sum(r["client_cpu_seconds"] for r in rounds) / max(deliveries, 1) * 1e6, 3
+        ),
+    }
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _latency_summary(seqs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    lat = sorted(x for e in seqs.values() for x in e["lat_ms"])
+    until_last = sorted((e["last"] - e["published"]) * 1000 for e in seqs.values() if e["count"])
+    return {
+        "latency_p50_ms": round(_quantile(lat, 0.5), 2),
+        "latency_p99_ms": round(_quantile(lat, 0.99), 2),
+        "until_last_client_median_ms": round(_quantile(until_last, 0.5), 2),
+        "until_last_client_max_ms": round(until_last[-1], 2) if until_last else None,
+        "received": sum(e["count"] for e in seqs.values()),
+    }
+
+
+def _public_options(options: Options) -> dict[str, Any]:
+    out = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
+    out["client_processes"] = options.client_processes
+    return out
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def parse_options(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--clients", type=int, default=10_000, help="readers per server")
+    parser.add_argument("--workers", type=int, default=0, help="client processes (0: auto)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=10, help="messages per round")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--posts", type=int, default=3000, help="publisher throughput posts")
+    parser.add_argument("--post-concurrency", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"), dest="json_path")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy profiles of the hub, one per phase, to this folder",
+    )
+    parser.add_argument(
+        "--hub-arg", action="append", default=[], dest="hub_args", help="extra hub flag"
+    )
+    parser.add_argument(
+        "--hub-whatif",
+        default="",
+        help="run the hub with experimental patches from bench.whatif, e.g. backlog,leanwrite",
+    )
+    parser.add_argument(
+        "--tracemalloc", type=Path, help="trace the hub's allocations per phase into here"
+    )
+    parser.add_argument("--smoke", action="store_true", help="200 readers, a few seconds (CI)")
+    args = parser.parse_args(argv)
+    options = Options(**{k: v for k, v in vars(args).items() if k != "smoke"})
+    if args.smoke:
+        options.smoke = True
+        options.clients = 200 if args.clients == 10_000 else args.clients
+        options.rounds, options.messages = 1, 5
+        options.idle_seconds, options.settle_seconds = 0.5, 0.5
+        options.posts = 100
+        options.timeout = 20.0
+    return options
+
+
+async def run(options: Options) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ticker-bench-") as tmp:
+        bench = Bench(options, Path(tmp))
+        try:
+            return await bench.run()
+        except BaseException:
+            _keep_logs(Path(tmp))
+            raise
+        finally:
+            await bench.stop()
+
+
+def _keep_logs(logdir: Path) -> None:
+    """Copy the processes' logs next to the results before the temporary folder goes."""
+    keep = Path(tempfile.mkdtemp(prefix="ticker-bench-logs-"))
+    for log in logdir.glob("*.log"):
+        (keep / log.name).write_bytes(log.read_bytes())
+    print(f"bench: logs kept in {keep}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_options(argv)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        results = asyncio.run(run(options))
+    except BenchError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    results["command"] = command.strip()
+    options.json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.render(results))
+    print(f"\nresults written to {options.json_path}")
+    if not results["summary"]["correct"]:
+        raise SystemExit("bench: some reader lost, repeated or reordered an event (see above)")
