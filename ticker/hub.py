@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -32,6 +32,9 @@ from .protocol import CloseCode, Cursor, ProtocolError, Subscription
 log = logging.getLogger("ticker.hub")
 
 OPEN = State.OPEN
+HANDSHAKE_DONE = Request("/ws", Headers())
+RESET = Cursor("", -1)  # the greetings cache's key for "asked to resume, but cannot"
+PING_FRAME = b"\x89\x00"  # an unmasked, empty ping; browsers and libraries answer it
 READY_TIMEOUT = 10.0  # how long a client waits for the hub's first copy of the ticker
 
 
@@ -52,10 +55,31 @@ class Group:
     """Connections with the same subscription: they receive identical frames."""
 
     subscription: Subscription
-    members: set[ServerConnection] = field(default_factory=set)
+    members: set[Connection] = field(default_factory=set)
     pending: list[bytes] = field(default_factory=list)
-    snapshot_at: Cursor | None = None
-    snapshot: list[str] | None = None
+    backlogged: list[Connection] = field(default_factory=list)
+    # Greetings depend only on the cursor a client resumes from, so a reconnect storm
+    # builds each one once: valid while the edition stays at `greetings_at`.
+    greetings_at: Cursor | None = None
+    greetings: dict[Cursor | None, bytes] = field(default_factory=dict)
+
+
+class Connection(ServerConnection):
+    """A hub connection: remembers when its peer was last heard from, and reports to its
+    group when unsent data passes the write limit. Both replace per-connection work
+    (a keepalive task, a buffer check per write) with work done only when it matters."""
+
+    ticker_group: Group | None = None
+    heard: float = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = self.loop.time()
+        super().data_received(data)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.ticker_group is not None:
+            self.ticker_group.backlogged.append(self)
 
 
 class Hub:
@@ -85,6 +109,8 @@ class Hub:
         spreads new connections over them."""
         self._tasks.append(asyncio.create_task(self._follow(), name="hub-follow"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="hub-heartbeat"))
+        self._tasks.append(asyncio.create_task(self._keepalive(), name="hub-keepalive"))
+        limit = self.limits.ws_write_buffer_max_bytes
         self.server = await serve(
             self._handle,
             host or self.settings.hub_host,
@@ -92,13 +118,19 @@ class Hub:
             origins=self.settings.origins(),
             compression=None,
             process_request=self._process_request,
-            ping_interval=self.settings.ping_interval,
-            ping_timeout=self.settings.ping_timeout,
+            # Keepalive is one shared ping frame for everyone (see _keepalive), not a task
+            # per connection.
+            ping_interval=None,
             close_timeout=2,
             max_size=self.limits.ws_frame_max_bytes,
             max_queue=4,
+            write_limit=(limit, limit // 4),
             server_header=None,
+            create_connection=Connection,
             reuse_port=reuse_port or None,
+            # A reconnect storm brings thousands of SYNs at once; the default backlog of
+            # 100 drops most of them and clients wait seconds to retry.
+            backlog=4096,
         )
 
     @property
@@ -151,8 +183,7 @@ class Hub:
         self.metrics.resets += 1
         for group in self.by_edition[state.edition]:
             group.pending.clear()
-            frame = text_frame(self._snapshot(group, reset=True))
-            self._write(group, frame)
+            self._write(group, self._greeting(group, RESET))
 
     def _apply(self, event: Event) -> None:
         edition_log = self.logs[event.edition]
@@ -196,21 +227,21 @@ class Hub:
         self.metrics.fanout.observe(time.perf_counter() - started)
 
     def _write(self, group: Group, frame: bytes) -> None:
-        limit = self.limits.ws_write_buffer_max_bytes
-        slow: list[ServerConnection] = []
-        for ws in group.members:
-            if ws.protocol.state is not OPEN:
-                continue
-            transport = ws.transport
-            transport.write(frame)
-            if transport.get_write_buffer_size() > limit:
-                slow.append(ws)
-        self.metrics.deliveries += len(group.members)
+        members = group.members
+        for ws in members:
+            if ws.protocol.state is OPEN:
+                ws.transport.write(frame)
+        self.metrics.deliveries += len(members)
         self.metrics.frames += 1
-        for ws in slow:
-            self._drop_slow(ws, group)
+        if group.backlogged:  # filled by Connection.pause_writing during the writes
+            for ws in group.backlogged:
+                self._drop_slow(ws)
+            group.backlogged.clear()
 
-    def _drop_slow(self, ws: ServerConnection, group: Group) -> None:
+    def _drop_slow(self, ws: Connection) -> None:
+        group = ws.ticker_group
+        if group is None or ws not in group.members:
+            return
         group.members.discard(ws)
         self.metrics.slow_consumers += 1
         log.info("closing slow consumer %s", ws.remote_address)
@@ -228,6 +259,36 @@ class Hub:
             await asyncio.sleep(self.settings.heartbeat_interval)
             for group in list(self.groups.values()):
                 self._write(group, frame)
+
+    async def _keepalive(self) -> None:
+        """One shared ping frame to every connection; a peer not heard from by the timeout
+        is dropped. The same pass catches a connection whose unsent data kept growing
+        while its transport was already paused."""
+        interval = self.settings.ping_interval
+        timeout = min(self.settings.ping_timeout, interval)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval - timeout)
+            sent = loop.time()
+            for group in list(self.groups.values()):
+                self._write(group, PING_FRAME)
+            await asyncio.sleep(timeout)
+            limit = self.limits.ws_write_buffer_max_bytes
+            for group in list(self.groups.values()):
+                for ws in list(group.members):
+                    if ws.heard < sent:
+                        self._drop_dead(ws)
+                    elif ws.transport.get_write_buffer_size() > limit:
+                        self._drop_slow(ws)
+
+    def _drop_dead(self, ws: Connection) -> None:
+        if ws.ticker_group is not None:
+            ws.ticker_group.members.discard(ws)
+        log.info("dropping %s: no answer to ping", ws.remote_address)
+        ws.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        ws.send_data()
+        # The peer is gone, so its buffer will never drain: do not wait for it.
+        asyncio.get_running_loop().call_later(2, ws.transport.abort)
 
     # --- connections ----------------------------------------------------------------------
 
@@ -258,6 +319,9 @@ class Hub:
         try:
             query = ws.request.path.partition("?")[2] if ws.request else ""
             subscription, since = protocol.parse_query(query, self.vocabulary)
+            # The handshake is done: its headers would otherwise live as long as the
+            # connection, a few KB each. websockets only checks that a request was seen.
+            ws.request, ws.response = HANDSHAKE_DONE, None
             if not self.ready.is_set():
                 try:
                     await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT)
@@ -303,9 +367,10 @@ class Hub:
             self.by_edition[subscription.edition].append(group)
         elif group.pending:
             self._flush_group(group)
-        ws.transport.write(text_frame(self._greeting(group, since)))
+        ws.transport.write(self._greeting(group, since))
+        ws.heard = ws.loop.time()
         group.members.add(ws)
-        ws.ticker_group = group  # type: ignore[attr-defined]
+        ws.ticker_group = group
         return group
 
     def _flush_group(self, group: Group) -> None:
@@ -314,10 +379,10 @@ class Hub:
         self._write(group, frame)
 
     def _leave(self, ws: ServerConnection) -> None:
-        group: Group | None = getattr(ws, "ticker_group", None)
+        group = ws.ticker_group
         if group is None:
             return
-        ws.ticker_group = None  # type: ignore[attr-defined]
+        ws.ticker_group = None
         group.members.discard(ws)
         if not group.members:  # nobody left to send its pending events to
             del self.groups[group.subscription]
@@ -327,44 +392,42 @@ class Hub:
                 self._dirty.remove(group)
 
     def _greeting(self, group: Group, since: Cursor | None) -> bytes:
-        """A resume when the missed events are all still here, otherwise a snapshot
-        (marked as a reset when the client asked to resume)."""
-        heartbeat = self.settings.heartbeat_interval
-        if since is not None:
-            missed = self.logs[group.subscription.edition].since(since)
-            if missed is not None:
-                payloads = [
-                    p
-                    for p in (payload_for(group.subscription, e, None) for e in missed)
-                    if p is not None
-                ]
-                resumed = protocol.resumed_message(
-                    group.subscription, since, len(payloads), heartbeat
-                )
-                return protocol.batch([resumed, *payloads])
-        return self._snapshot(group, reset=since is not None)
-
-    def _snapshot(self, group: Group, *, reset: bool) -> bytes:
+        """The framed first message for a client: a resume when every event after its
+        cursor is still here, otherwise a snapshot (marked as a reset when the client
+        asked to resume). Built once per group and cursor while the edition stands still."""
         edition_log = self.logs[group.subscription.edition]
-        if group.snapshot_at != edition_log.cursor or group.snapshot is None:
-            sub = group.subscription
-            group.snapshot = [
-                edition_log.item_json[i["id"]]
-                for i in edition_log.newest_first()
-                if matches(i, sub.region, sub.category)
-            ]
-            group.snapshot_at = edition_log.cursor
-        return protocol.snapshot_message(
-            group.subscription,
-            edition_log.cursor,
-            group.snapshot,
-            reset=reset,
-            heartbeat=self.settings.heartbeat_interval,
+        if group.greetings_at != edition_log.cursor:
+            group.greetings.clear()
+            group.greetings_at = edition_log.cursor
+        frame = group.greetings.get(since)
+        if frame is not None:
+            return frame
+        missed = edition_log.since(since) if since is not None else None
+        if missed is None:
+            key: Cursor | None = RESET if since is not None else None
+            frame = group.greetings.get(key)
+            if frame is None:
+                frame = group.greetings[key] = text_frame(self._snapshot(group, key is RESET))
+            return frame
+        sub = group.subscription
+        payloads = [p for p in (payload_for(sub, e, None) for e in missed) if p is not None]
+        resumed = protocol.resumed_message(
+            sub, since, len(payloads), self.settings.heartbeat_interval
         )
+        frame = group.greetings[since] = text_frame(protocol.batch([resumed, *payloads]))
+        return frame
 
-    def connections(self) -> Iterable[ServerConnection]:
-        for group in self.groups.values():
-            yield from group.members
+    def _snapshot(self, group: Group, reset: bool) -> bytes:
+        edition_log = self.logs[group.subscription.edition]
+        sub = group.subscription
+        items = [
+            edition_log.item_json[i["id"]]
+            for i in edition_log.newest_first()
+            if matches(i, sub.region, sub.category)
+        ]
+        return protocol.snapshot_message(
+            sub, edition_log.cursor, items, reset=reset, heartbeat=self.settings.heartbeat_interval
+        )
 
 
 def _timestamp(iso: str | None) -> float:
