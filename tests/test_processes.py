@@ -134,3 +134,30 @@ async def test_hub_workers_share_the_port_and_all_deliver(redis_url):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+async def test_publisher_workers_share_the_port(redis_url):
+    port = free_port()
+    args = ["--redis-url", redis_url]
+    publisher = subprocess.Popen(
+        [*TICKER, "publisher", *args, "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/readyz", 200)
+        children = subprocess.run(
+            ["pgrep", "-P", str(publisher.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 2
+        token = ticker("token", "create", "desk", *args).stdout.strip()
+        for n in range(10):
+            await post(port, token, "en", f"Item {n}")
+        listing = httpx.get(f"http://127.0.0.1:{port}/api/items", params={"edition": "en"})
+        assert len(listing.json()["items"]) == 10
+        publisher.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(publisher.wait, 10) == 0
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+            publisher.wait()

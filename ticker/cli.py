@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,18 +59,13 @@ def _parser() -> argparse.ArgumentParser:
 
     publisher = commands.add_parser("publisher", help="the HTTP API and console, on Redis")
     _server_flags(publisher, publisher=True, hub=False)
-    publisher.set_defaults(run=_run(_publisher))
+    _worker_flags(publisher, "TICKER_PUBLISHER_WORKERS")
+    publisher.set_defaults(run=_supervised(_publisher))
 
     hub = commands.add_parser("hub", help="the WebSocket hub, on Redis")
     _server_flags(hub, publisher=False, hub=True)
-    hub.add_argument(
-        "--workers",
-        type=int,
-        default=int(os.environ.get("TICKER_HUB_WORKERS", 1)),
-        help="hub processes sharing the port, one per core (env TICKER_HUB_WORKERS)",
-    )
-    hub.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-    hub.set_defaults(run=_hub_workers)
+    _worker_flags(hub, "TICKER_HUB_WORKERS")
+    hub.set_defaults(run=_supervised(_hub))
 
     token = commands.add_parser("token", help="create, list and revoke editor tokens")
     token_commands = token.add_subparsers(metavar="ACTION", required=True)
@@ -115,6 +111,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     tail_cmd.set_defaults(run=_tail)
     return parser
+
+
+def _worker_flags(parser: argparse.ArgumentParser, env: str) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get(env) or 1),
+        help=f"processes sharing the port, one per core (env {env})",
+    )
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
 
 def _store_flags(parser: argparse.ArgumentParser) -> None:
@@ -274,23 +280,36 @@ def _require_redis(settings: Settings, what: str) -> None:
 async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
     _require_redis(settings, "publisher")
     server = _uvicorn(settings, create_app(settings, make_broker(settings)))
-    web = asyncio.create_task(server.serve())
+    shared = None
+    if args.worker_index is not None:
+        shared = [_reuse_port_socket(settings.host, settings.port)]
+    web = asyncio.create_task(server.serve(sockets=shared))
     await _until_signal(web)
     server.should_exit = True
     await web
 
 
-def _hub_workers(args: argparse.Namespace) -> None:
-    """One hub, or a supervisor of `--workers` hub processes that share the port through
-    SO_REUSEPORT: each follows Redis on its own and serves its share of the connections."""
-    if args.workers <= 1 or args.worker_index is not None:
-        _run(_hub)(args)
-        return
-    settings = _settings(args)
-    _require_redis(settings, "hub")
-    # Each worker is this very command, told which worker it is.
-    command = [sys.executable, "-m", "ticker.cli", *args.argv]
-    workers = {i: _spawn_worker(command, i) for i in range(args.workers)}
+def _supervised(
+    command: Callable[[Settings, argparse.Namespace], Awaitable[None]],
+) -> Callable[[argparse.Namespace], None]:
+    """One process, or a supervisor of `--workers` processes that share the port through
+    SO_REUSEPORT, each with its own Redis connections: the kernel spreads connections over
+    them, so every core works."""
+
+    def run(args: argparse.Namespace) -> None:
+        if args.workers <= 1 or args.worker_index is not None:
+            _run(command)(args)
+            return
+        settings = _settings(args)
+        _require_redis(settings, args.argv[0])
+        _supervise([sys.executable, "-m", "ticker.cli", *args.argv], args.workers)
+
+    return run
+
+
+def _supervise(command: list[str], count: int) -> None:
+    """Start the workers, start again any that dies, and pass SIGTERM/SIGINT on to all."""
+    workers = {i: _spawn_worker(command, i) for i in range(count)}
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -301,7 +320,7 @@ def _hub_workers(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("hub: %d workers on %s", args.workers, settings.hub_url())
+    log.info("%s: %d workers", command[3], count)
     while workers:
         for index, process in list(workers.items()):
             code = process.poll()
@@ -310,9 +329,19 @@ def _hub_workers(args: argparse.Namespace) -> None:
             if stopping:
                 del workers[index]
             else:
-                log.error("hub worker %d exited with %s; starting it again", index, code)
+                log.error("worker %d exited with %s; starting it again", index, code)
                 workers[index] = _spawn_worker(command, index)
         time.sleep(0.2)
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that sibling workers bind too."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    return sock
 
 
 def _spawn_worker(command: list[str], index: int) -> subprocess.Popen[bytes]:
@@ -327,7 +356,7 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
     except BrokerUnavailable as exc:
         # The hub keeps trying in the background; clients hear 1013 until it has the ticker.
         log.warning("store unreachable at start-up, retrying: %s", exc)
-    index = getattr(args, "worker_index", None)
+    index = args.worker_index
     hub = Hub(settings, broker, worker=index)
     await hub.start(reuse_port=index is not None)
     log.info("hub listening on %s", settings.hub_url())
