@@ -309,3 +309,45 @@ async def test_metrics_in_prometheus_text(stack):
     assert samples['ticker_hub_edition_offset{edition="en"}'] == "1"
     assert int(samples['ticker_hub_fanout_seconds_bucket{le="+Inf"}']) >= 1
     assert float(samples["ticker_hub_lag_seconds"]) < 5
+
+
+async def test_invalid_utf8_and_fragmented_frames_are_refused(stack):
+    for frames, code in (
+        ([(0x81, b"\xff\xfe")], 1007),
+        ([(0x01, b'{"type":'), (0x80, b'"ping"}')], 4400),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.hub.port)
+        writer.write(
+            b"GET /ws?edition=en HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        for opcode, data in frames:  # masked client frames, key 0
+            writer.write(bytes((opcode, 0x80 | len(data))) + b"\0\0\0\0" + data)
+        received = b""
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                received += chunk
+        writer.close()
+        close = received[received.rindex(b"\x88") :]
+        assert int.from_bytes(close[2:4], "big") == code, received[-60:]
+
+
+async def test_a_hub_without_its_store_asks_clients_to_come_back_later(tmp_path):
+    from stack import settings_for
+    from ticker.brokers.redis import RedisBroker
+    from ticker.hub import Hub
+
+    settings = settings_for(tmp_path, "redis://127.0.0.1:9/0")
+    broker = RedisBroker(settings.redis_url, editions=("en", "ar", "es"))
+    hub = Hub(settings, broker)
+    await hub.start(port=0)
+    try:
+        async with connect(hub_url(hub)) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd.code == 1013
+    finally:
+        await hub.stop()
+        await broker.close()

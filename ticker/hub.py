@@ -4,6 +4,9 @@ The hot path is `_flush`: for each group of identical subscriptions it builds on
 and writes the same bytes straight to each member's transport. There is no task, queue or
 encoding per connection per message. Events that arrive close together leave as one frame,
 so a burst costs one write per connection instead of one per event.
+
+Connections (`connection.py`) are websockets' sans-I/O protocol on a bare asyncio
+transport: a reader that sits idle costs one small object and its socket.
 """
 
 from __future__ import annotations
@@ -15,15 +18,12 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from . import protocol
 from .brokers.base import Broker
 from .config import Settings
+from .connection import CONNECTING, Connection
 from .items import matches, parse_time
 from .log import EditionLog, EditionState, Event, Gap, payload_for
 from .metrics import HubMetrics, render
@@ -31,11 +31,9 @@ from .protocol import CloseCode, Cursor, ProtocolError, Subscription
 
 log = logging.getLogger("ticker.hub")
 
-OPEN = State.OPEN
-HANDSHAKE_DONE = Request("/ws", Headers())
 RESET = Cursor("", -1)  # the greetings cache's key for "asked to resume, but cannot"
 PING_FRAME = b"\x89\x00"  # an unmasked, empty ping; browsers and libraries answer it
-READY_TIMEOUT = 10.0  # how long a client waits for the hub's first copy of the ticker
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -50,36 +48,22 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+PONG_FRAME = text_frame(protocol.PONG)
+
+
 @dataclass(eq=False, slots=True)
 class Group:
     """Connections with the same subscription: they receive identical frames."""
 
     subscription: Subscription
-    members: set[Connection] = field(default_factory=set)
+    # Each member with its transport, so the hot loop touches nothing else.
+    members: dict[Connection, asyncio.Transport] = field(default_factory=dict)
     pending: list[bytes] = field(default_factory=list)
     backlogged: list[Connection] = field(default_factory=list)
     # Greetings depend only on the cursor a client resumes from, so a reconnect storm
     # builds each one once: valid while the edition stays at `greetings_at`.
     greetings_at: Cursor | None = None
     greetings: dict[Cursor | None, bytes] = field(default_factory=dict)
-
-
-class Connection(ServerConnection):
-    """A hub connection: remembers when its peer was last heard from, and reports to its
-    group when unsent data passes the write limit. Both replace per-connection work
-    (a keepalive task, a buffer check per write) with work done only when it matters."""
-
-    ticker_group: Group | None = None
-    heard: float = 0.0
-
-    def data_received(self, data: bytes) -> None:
-        self.heard = self.loop.time()
-        super().data_received(data)
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.ticker_group is not None:
-            self.ticker_group.backlogged.append(self)
 
 
 class Hub:
@@ -89,11 +73,15 @@ class Hub:
         self.broker = broker
         self.vocabulary = settings.vocabulary
         self.limits = settings.limits
+        self.origins = settings.origins()
         self.logs: dict[str, EditionLog] = {}
         self.groups: dict[Subscription, Group] = {}
         self.by_edition: dict[str, list[Group]] = {e: [] for e in self.vocabulary.editions}
+        self.alive: set[Connection] = set()  # every TCP connection, from accept to close
         self.ready = asyncio.Event()
-        self.server: Server | None = None
+        self._all_closed = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop  # set by start()
+        self.server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = 0.0
@@ -107,29 +95,17 @@ class Hub:
     ) -> None:
         """Listen; with `reuse_port`, several worker processes share one port and the kernel
         spreads new connections over them."""
+        self.loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self._follow(), name="hub-follow"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="hub-heartbeat"))
         self._tasks.append(asyncio.create_task(self._keepalive(), name="hub-keepalive"))
-        limit = self.limits.ws_write_buffer_max_bytes
-        self.server = await serve(
-            self._handle,
+        self.server = await self.loop.create_server(
+            lambda: Connection(self),
             host or self.settings.hub_host,
             self.settings.hub_port if port is None else port,
-            origins=self.settings.origins(),
-            compression=None,
-            process_request=self._process_request,
-            # Keepalive is one shared ping frame for everyone (see _keepalive), not a task
-            # per connection.
-            ping_interval=None,
-            close_timeout=2,
-            max_size=self.limits.ws_frame_max_bytes,
-            max_queue=4,
-            write_limit=(limit, limit // 4),
-            server_header=None,
-            create_connection=Connection,
             reuse_port=reuse_port or None,
-            # A reconnect storm brings thousands of SYNs at once; the default backlog of
-            # 100 drops most of them and clients wait seconds to retry.
+            # A reconnect storm brings thousands of SYNs at once; a short backlog drops
+            # most of them and clients wait seconds to retry.
             backlog=4096,
         )
 
@@ -141,9 +117,14 @@ class Hub:
     async def stop(self) -> None:
         """Close every connection with 1001 (going away), then stop following."""
         if self.server is not None:
-            self.server.close(code=CloseCode.GOING_AWAY, reason="hub shutting down")
+            self.server.close()
+        for conn in list(self.alive):
+            conn.close(CloseCode.GOING_AWAY, "hub shutting down")
+        if self.alive:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), self.settings.shutdown_grace)
+                await asyncio.wait_for(self._all_closed.wait(), self.settings.shutdown_grace)
+        for conn in list(self.alive):
+            conn.transport.abort()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -209,16 +190,15 @@ class Hub:
         coalescing window: a lone item leaves immediately, a burst leaves in few frames."""
         if self._flush_handle is not None:
             return
-        loop = asyncio.get_running_loop()
         due = self._last_flush + self.settings.coalesce_ms / 1000
-        if loop.time() >= due:
-            self._flush_handle = loop.call_soon(self._flush)
+        if self.loop.time() >= due:
+            self._flush_handle = self.loop.call_soon(self._flush)
         else:
-            self._flush_handle = loop.call_at(due, self._flush)
+            self._flush_handle = self.loop.call_at(due, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        self._last_flush = asyncio.get_running_loop().time()
+        self._last_flush = self.loop.time()
         started = time.perf_counter()
         dirty, self._dirty = self._dirty, []
         for group in dirty:
@@ -226,30 +206,29 @@ class Hub:
                 self._flush_group(group)
         self.metrics.fanout.observe(time.perf_counter() - started)
 
+    def _flush_group(self, group: Group) -> None:
+        frame = text_frame(protocol.batch(group.pending))
+        group.pending = []
+        self._write(group, frame)
+
     def _write(self, group: Group, frame: bytes) -> None:
-        members = group.members
-        for ws in members:
-            if ws.protocol.state is OPEN:
-                ws.transport.write(frame)
-        self.metrics.deliveries += len(members)
+        for transport in group.members.values():
+            transport.write(frame)
+        self.metrics.deliveries += len(group.members)
         self.metrics.frames += 1
         if group.backlogged:  # filled by Connection.pause_writing during the writes
-            for ws in group.backlogged:
-                self._drop_slow(ws)
+            for conn in group.backlogged:
+                self._drop_slow(conn)
             group.backlogged.clear()
 
-    def _drop_slow(self, ws: Connection) -> None:
-        group = ws.ticker_group
-        if group is None or ws not in group.members:
+    def _drop_slow(self, conn: Connection) -> None:
+        if conn.group is None:
             return
-        group.members.discard(ws)
         self.metrics.slow_consumers += 1
-        log.info("closing slow consumer %s", ws.remote_address)
+        log.info("closing slow consumer %s", conn.peer)
         # Nothing more is queued for it; the close frame goes after what is buffered, and
-        # websockets aborts the connection if the client never reads it.
-        asyncio.get_running_loop().create_task(
-            ws.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect with your cursor")
-        )
+        # the socket is cut if the client never reads it.
+        conn.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect with your cursor")
 
     async def _heartbeat(self) -> None:
         """One shared frame to everyone, so a browser (which cannot send WebSocket pings)
@@ -262,104 +241,95 @@ class Hub:
 
     async def _keepalive(self) -> None:
         """One shared ping frame to every connection; a peer not heard from by the timeout
-        is dropped. The same pass catches a connection whose unsent data kept growing
-        while its transport was already paused."""
+        is dropped. The same pass ends handshakes that never finish, and catches a
+        connection whose unsent data kept growing while its transport was paused."""
         interval = self.settings.ping_interval
         timeout = min(self.settings.ping_timeout, interval)
-        loop = asyncio.get_running_loop()
+        limit = self.limits.ws_write_buffer_max_bytes
         while True:
             await asyncio.sleep(interval - timeout)
-            sent = loop.time()
+            sent = self.loop.time()
             for group in list(self.groups.values()):
                 self._write(group, PING_FRAME)
             await asyncio.sleep(timeout)
-            limit = self.limits.ws_write_buffer_max_bytes
-            for group in list(self.groups.values()):
-                for ws in list(group.members):
-                    if ws.heard < sent:
-                        self._drop_dead(ws)
-                    elif ws.transport.get_write_buffer_size() > limit:
-                        self._drop_slow(ws)
+            now = self.loop.time()
+            for conn in list(self.alive):
+                if conn.group is not None:
+                    if conn.heard < sent:
+                        log.info("dropping %s: no answer to ping", conn.peer)
+                        conn.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    elif conn.transport.get_write_buffer_size() > limit:
+                        self._drop_slow(conn)
+                elif conn.ws.state is CONNECTING and now - conn.opened > HANDSHAKE_TIMEOUT:
+                    conn.transport.abort()
 
-    def _drop_dead(self, ws: Connection) -> None:
-        if ws.ticker_group is not None:
-            ws.ticker_group.members.discard(ws)
-        log.info("dropping %s: no answer to ping", ws.remote_address)
-        ws.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-        ws.send_data()
-        # The peer is gone, so its buffer will never drain: do not wait for it.
-        asyncio.get_running_loop().call_later(2, ws.transport.abort)
+    # --- connections: called by Connection ------------------------------------------------
 
-    # --- connections ----------------------------------------------------------------------
-
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+    def route(self, conn: Connection, request: Request) -> Response | None:
+        """Plain HTTP answers for everything but /ws, which goes on to the handshake."""
         path = request.path.partition("?")[0]
+        if path == "/ws":
+            return None
         if path == "/healthz":
-            return ws.respond(HTTPStatus.OK, "ok\n")
+            return conn.ws.reject(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
-            return ws.respond(
-                HTTPStatus.OK if self.ready.is_set() else HTTPStatus.SERVICE_UNAVAILABLE,
-                "ready\n" if self.ready.is_set() else "loading\n",
-            )
+            if self.ready.is_set():
+                return conn.ws.reject(HTTPStatus.OK, "ready\n")
+            return conn.ws.reject(HTTPStatus.SERVICE_UNAVAILABLE, "loading\n")
         if path == "/metrics":
-            response = ws.respond(
-                HTTPStatus.OK,
-                render(self.metrics, f'worker="{self.worker}"' if self.worker is not None else ""),
-            )
+            labels = f'worker="{self.worker}"' if self.worker is not None else ""
+            response = conn.ws.reject(HTTPStatus.OK, render(self.metrics, labels))
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
             return response
-        if path != "/ws":
-            return ws.respond(HTTPStatus.NOT_FOUND, "the ticker hub serves /ws\n")
-        return None
+        return conn.ws.reject(HTTPStatus.NOT_FOUND, "the ticker hub serves /ws\n")
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    def opened(self, conn: Connection, path: str) -> None:
+        """A WebSocket is open: greet it and add it to its group, or close it with a reason."""
+        conn.opened_ws = True
         self.metrics.connections += 1
         self.metrics.connections_total += 1
         try:
-            query = ws.request.path.partition("?")[2] if ws.request else ""
-            subscription, since = protocol.parse_query(query, self.vocabulary)
-            # The handshake is done: its headers would otherwise live as long as the
-            # connection, a few KB each. websockets only checks that a request was seen.
-            ws.request, ws.response = HANDSHAKE_DONE, None
-            if not self.ready.is_set():
-                try:
-                    await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT)
-                except TimeoutError:
-                    await ws.close(1013, "the hub is not ready yet; try again shortly")
-                    return
-            self._join(ws, subscription, since)
-            await self._serve_client(ws)
+            subscription, since = protocol.parse_query(path.partition("?")[2], self.vocabulary)
         except ProtocolError as exc:
             self.metrics.protocol_errors += 1
-            await ws.close(exc.code, exc.reason)
-        except ConnectionClosed:
-            pass
-        finally:
+            conn.close(exc.code, exc.reason)
+            return
+        if not self.ready.is_set():
+            conn.close(CloseCode.TRY_AGAIN_LATER, "the hub is not ready yet; try again shortly")
+            return
+        self._join(conn, subscription, since)
+
+    def received(self, conn: Connection, message: protocol.Ping | protocol.Subscribe) -> None:
+        if isinstance(message, protocol.Ping):
+            conn.transport.write(PONG_FRAME)
+        else:
+            self.leave(conn)
+            self._join(conn, message.subscription, message.since)
+
+    def leave(self, conn: Connection) -> None:
+        group = conn.group
+        if group is None:
+            return
+        conn.group = None
+        del group.members[conn]
+        if not group.members:  # nobody left to send its pending events to
+            del self.groups[group.subscription]
+            self.by_edition[group.subscription.edition].remove(group)
+            if group.pending:
+                group.pending = []
+                self._dirty.remove(group)
+
+    def lost(self, conn: Connection) -> None:
+        self.leave(conn)
+        self.alive.discard(conn)
+        if not self.alive:
+            self._all_closed.set()
+        if conn.opened_ws:
             self.metrics.connections -= 1
-            self._leave(ws)
 
-    async def _serve_client(self, ws: ServerConnection) -> None:
-        """Clients send little; a flood or an unknown message ends only their connection."""
-        window_start, count = time.monotonic(), 0
-        async for message in ws:
-            now = time.monotonic()
-            if now - window_start > 10:
-                window_start, count = now, 0
-            count += 1
-            if count > self.limits.ws_frames_per_10s:
-                raise ProtocolError(CloseCode.TOO_MANY_MESSAGES, "too many messages")
-            request = protocol.parse_client_message(message, self.vocabulary)
-            if isinstance(request, protocol.Ping):
-                ws.transport.write(text_frame(protocol.PONG))
-            else:
-                self._leave(ws)
-                self._join(ws, request.subscription, request.since)
-
-    def _join(
-        self, ws: ServerConnection, subscription: Subscription, since: Cursor | None
-    ) -> Group:
-        """Send the client where the ticker stands and add it to its group, with no await in
+    def _join(self, conn: Connection, subscription: Subscription, since: Cursor | None) -> None:
+        """Send the client where the ticker stands and add it to its group, with nothing in
         between, so it gets every later event once and no earlier one twice."""
         group = self.groups.get(subscription)
         if group is None:
@@ -367,29 +337,9 @@ class Hub:
             self.by_edition[subscription.edition].append(group)
         elif group.pending:
             self._flush_group(group)
-        ws.transport.write(self._greeting(group, since))
-        ws.heard = ws.loop.time()
-        group.members.add(ws)
-        ws.ticker_group = group
-        return group
-
-    def _flush_group(self, group: Group) -> None:
-        frame = text_frame(protocol.batch(group.pending))
-        group.pending = []
-        self._write(group, frame)
-
-    def _leave(self, ws: ServerConnection) -> None:
-        group = ws.ticker_group
-        if group is None:
-            return
-        ws.ticker_group = None
-        group.members.discard(ws)
-        if not group.members:  # nobody left to send its pending events to
-            del self.groups[group.subscription]
-            self.by_edition[group.subscription.edition].remove(group)
-            if group.pending:
-                group.pending = []
-                self._dirty.remove(group)
+        conn.transport.write(self._greeting(group, since))
+        group.members[conn] = conn.transport
+        conn.group = group
 
     def _greeting(self, group: Group, since: Cursor | None) -> bytes:
         """The framed first message for a client: a resume when every event after its

@@ -24,8 +24,10 @@ class CloseCode(IntEnum):
 
     GOING_AWAY = 1001  # the hub is shutting down: reconnect, to another hub if there is one
     UNSUPPORTED_DATA = 1003  # a binary frame
+    INVALID_DATA = 1007  # a text frame that is not UTF-8
     MESSAGE_TOO_BIG = 1009  # a frame over the size limit
-    INTERNAL_ERROR = 1011
+    INTERNAL_ERROR = 1011  # also: no answer to the keepalive ping
+    TRY_AGAIN_LATER = 1013  # the hub has no copy of the ticker yet
     BAD_REQUEST = 4400  # bad URL parameters or an unknown client message; do not retry as is
     SLOW_CONSUMER = 4408  # the client did not read fast enough; reconnect with its cursor
     TOO_MANY_MESSAGES = 4429  # the client sent frames faster than allowed
