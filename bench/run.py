@@ -68,6 +68,7 @@ class Options:
     json_path: Path = Path("bench-results.json")
     profile: Path | None = None
     hub_args: list[str] = field(default_factory=list)
+    publisher_args: list[str] = field(default_factory=list)
     hub_whatif: str = ""  # patches from bench.whatif, comma-separated
     tracemalloc: Path | None = None
     smoke: bool = False
@@ -250,6 +251,7 @@ class Bench:
                 "127.0.0.1",
                 "--port",
                 str(self.publisher_port),
+                *self.options.publisher_args,
             ),
             env,
         )
@@ -755,6 +757,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--hub-arg", action="append", default=[], dest="hub_args", help="extra hub flag"
+    )
+    parser.add_argument(
+        "--publisher-arg",
+        action="append",
+        default=[],
+        dest="publisher_args",
+        help="extra publisher flag, e.g. --publisher-arg=--workers=2",
     )
     parser.add_argument(
         "--hub-whatif",

@@ -22,7 +22,7 @@ from typing import Any
 
 import uvicorn
 
-from . import config
+from . import aio, config
 from .auth import TokenError, create_token
 from .brokers import make_broker
 from .brokers.base import Broker, BrokerError, BrokerUnavailable
@@ -184,7 +184,7 @@ def _run(
 ) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
         settings = _settings(args)
-        asyncio.run(command(settings, args))
+        aio.run(command(settings, args))
 
     return run
 
@@ -440,7 +440,7 @@ def _post(args: argparse.Namespace) -> None:
 
 
 def _tail(args: argparse.Namespace) -> None:
-    asyncio.run(tail(args.hub, args.edition, region=args.region, category=args.category))
+    aio.run(tail(args.hub, args.edition, region=args.region, category=args.category))
 
 
 if __name__ == "__main__":

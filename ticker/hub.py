@@ -34,6 +34,7 @@ log = logging.getLogger("ticker.hub")
 RESET = Cursor("", -1)  # the greetings cache's key for "asked to resume, but cannot"
 PING_FRAME = b"\x89\x00"  # an unmasked, empty ping; browsers and libraries answer it
 HANDSHAKE_TIMEOUT = 10.0
+QUERY_CACHE_SIZE = 4096
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -86,6 +87,7 @@ class Hub:
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = 0.0
         self._dirty: list[Group] = []
+        self._queries: dict[str, tuple[Subscription, Cursor | None]] = {}
         self.metrics = HubMetrics()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -290,7 +292,7 @@ class Hub:
         self.metrics.connections += 1
         self.metrics.connections_total += 1
         try:
-            subscription, since = protocol.parse_query(path.partition("?")[2], self.vocabulary)
+            subscription, since = self._parse_query(path.partition("?")[2])
         except ProtocolError as exc:
             self.metrics.protocol_errors += 1
             conn.close(exc.code, exc.reason)
@@ -299,6 +301,16 @@ class Hub:
             conn.close(CloseCode.TRY_AGAIN_LATER, "the hub is not ready yet; try again shortly")
             return
         self._join(conn, subscription, since)
+
+    def _parse_query(self, query: str) -> tuple[Subscription, Cursor | None]:
+        """Parsed once per distinct URL: in a reconnect storm most clients share theirs."""
+        parsed = self._queries.get(query)
+        if parsed is None:
+            parsed = protocol.parse_query(query, self.vocabulary)
+            if len(self._queries) >= QUERY_CACHE_SIZE:
+                self._queries.clear()
+            self._queries[query] = parsed
+        return parsed
 
     def received(self, conn: Connection, message: protocol.Ping | protocol.Subscribe) -> None:
         if isinstance(message, protocol.Ping):
