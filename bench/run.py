@@ -69,7 +69,6 @@ class Options:
     profile: Path | None = None
     hub_args: list[str] = field(default_factory=list)
     publisher_args: list[str] = field(default_factory=list)
-    hub_whatif: str = ""  # patches from bench.whatif, comma-separated
     tracemalloc: Path | None = None
     smoke: bool = False
 
@@ -267,7 +266,7 @@ class Bench:
                 str(self.hub_port),
                 *self.options.hub_args,
             ),
-            {**env, **self._whatif_env()},
+            {**env, **self._traced_env()},
         )
         wait_for(lambda: http_ok(self.publisher_port, "/healthz"), self.publisher, "publisher")
         wait_for(lambda: http_ok(self.hub_port, "/readyz"), self.hub, "the hub to be ready")
@@ -277,16 +276,15 @@ class Bench:
         self.post_conns = await self.poster.connect(BURST)
 
     def _hub_command(self, *args: str) -> list[str]:
-        """`ticker hub`, or the same through bench.whatif when patches or tracing are asked."""
-        if self.options.hub_whatif or self.options.tracemalloc:
-            return [sys.executable, "-m", "bench.whatif", *args]
+        """`ticker hub`, or the same through bench.traced when memory tracing is asked."""
+        if self.options.tracemalloc:
+            return [sys.executable, "-m", "bench.traced", *args]
         return ticker_command(*args)
 
-    def _whatif_env(self) -> dict[str, str]:
-        env = {"BENCH_WHATIF": self.options.hub_whatif}
-        if self.options.tracemalloc:
-            env["BENCH_TRACEMALLOC"] = str(self.options.tracemalloc.resolve())
-        return env
+    def _traced_env(self) -> dict[str, str]:
+        if not self.options.tracemalloc:
+            return {}
+        return {"BENCH_TRACEMALLOC": str(self.options.tracemalloc.resolve())}
 
     def _trace_memory(self) -> None:
         """Ask a traced hub to write what was allocated since the last call."""
@@ -764,11 +762,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
         default=[],
         dest="publisher_args",
         help="extra publisher flag, e.g. --publisher-arg=--workers=2",
-    )
-    parser.add_argument(
-        "--hub-whatif",
-        default="",
-        help="run the hub with experimental patches from bench.whatif, e.g. backlog,leanwrite",
     )
     parser.add_argument(
         "--tracemalloc", type=Path, help="trace the hub's allocations per phase into here"
