@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import redis
+from procs import free_port
 
 _INSTALL_HINT = (
     "redis-server is not on PATH. Install Redis 7 or newer (Debian/Ubuntu: "
@@ -40,18 +40,12 @@ def find_redis_server() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RedisServer:
     """One redis-server process on a fixed port, so its URL survives restarts."""
 
     def __init__(self, start_timeout: float = 10.0) -> None:
         self.binary = find_redis_server()
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ticker-redis-"))
         self.data = self.root / "data"
         self.data.mkdir()

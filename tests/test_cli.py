@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from procs import free_port, stop
 
 TICKER = [sys.executable, "-m", "ticker.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ticker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -84,9 +78,7 @@ def served(tmp_path: Path):
         token = ticker("token", "create", "desk", "--db", db).stdout.strip()
         yield process, banner, port, hub_port, token
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        stop(process, signal.SIGKILL)
 
 
 def test_serve_post_tail_and_shutdown(served):

@@ -10,7 +10,8 @@ import sys
 import time
 
 import httpx
-from test_cli import free_port, ticker
+from procs import free_port, stop
+from test_cli import ticker
 
 from stack import Client
 
@@ -77,12 +78,7 @@ async def test_processes_start_before_redis_and_serve_once_it_is_up(redis_server
             assert time.monotonic() - started < 6
     finally:
         for process in (publisher, hub):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(process)
         redis_server.ensure_running()
 
 
@@ -131,9 +127,7 @@ async def test_hub_workers_share_the_port_and_all_deliver(redis_url):
             assert await asyncio.to_thread(hub.wait, 10) == 0
     finally:
         for process in (publisher, hub):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            stop(process, signal.SIGKILL)
 
 
 async def test_publisher_workers_share_the_port(redis_url):
@@ -158,6 +152,4 @@ async def test_publisher_workers_share_the_port(redis_url):
         publisher.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(publisher.wait, 10) == 0
     finally:
-        if publisher.poll() is None:
-            publisher.kill()
-            publisher.wait()
+        stop(publisher, signal.SIGKILL)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import procs
 from playwright.sync_api import Browser, BrowserContext, Page, expect
+from procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -60,12 +60,6 @@ def find_chromium() -> str:
             "chromium`). Playwright's own browser download does not work here."
         )
     return CHROMIUM
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -124,12 +118,7 @@ class TickerProcess:
         if self.process is None or self.process.poll() is not None:
             self.process = None
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        procs.stop(self.process)
         self.process = None
 
     def output(self) -> str:
