@@ -211,12 +211,11 @@
     };
 
     const receive = (data) => {
-      watch();
       let messages;
       try {
         messages = JSON.parse(data);
       } catch {
-        return;
+        return watch();
       }
       const added = [];
       let changed = false;
@@ -252,6 +251,7 @@
           }
         }
       }
+      watch(); // after the greeting, so its heartbeat interval already counts
       if (changed) onChange?.(list(), added);
     };
 

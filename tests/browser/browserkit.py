@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -121,6 +122,11 @@ class TickerProcess:
         procs.stop(self.process)
         self.process = None
 
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP or SIGCONT: the process keeps its sockets but answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
@@ -189,7 +195,9 @@ def serve(tmp: Path) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def serve_on_redis(tmp: Path, redis_url: str) -> Iterator[tuple[Server, TickerProcess]]:
+def serve_on_redis(
+    tmp: Path, redis_url: str, **extra_env: str
+) -> Iterator[tuple[Server, TickerProcess]]:
     """`ticker publisher` and `ticker hub` as two processes on one Redis; yields the hub
     process too, so a test can stop it and start it again on the same port."""
     port, hub_port = free_port(), free_port()
@@ -198,6 +206,7 @@ def serve_on_redis(tmp: Path, redis_url: str) -> Iterator[tuple[Server, TickerPr
         TICKER_PORT=str(port),  # the hub lets the publisher's own pages connect
         TICKER_HUB_PORT=str(hub_port),
         TICKER_LOG_LEVEL="warning",
+        **extra_env,
     )
     token = ticker_command("token", "create", "browser-test", env=env)
     publisher = TickerProcess(["publisher"], tmp / "publisher.log", env)

@@ -515,6 +515,28 @@ def test_the_widget_resumes_after_a_hub_restart_with_each_item_once(
         expect(en.locator(f'[data-id="{after["id"]}"]')).to_have_count(1, timeout=WITHIN_A_SECOND)
 
 
+def test_a_silent_link_is_noticed_by_the_heartbeat_and_the_widget_catches_up(
+    browser: Browser, watch: PageWatch, redis_url: str, tmp_path: Path
+) -> None:
+    """A frozen hub keeps the socket open but sends nothing, like a link that died behind a
+    proxy: only the missing heartbeats tell the widget."""
+    with (
+        serve_on_redis(tmp_path, redis_url, TICKER_HEARTBEAT_INTERVAL="1") as (server, hub),
+        watched_context(browser, watch) as context,
+    ):
+        page = open_demo(context, server)
+        en = widget(page, "en")
+        expect(en).to_have_attribute("data-state", "live")
+        hub.freeze(True)
+        try:
+            expect(en).to_have_attribute("data-state", "reconnecting", timeout=10_000)
+            missed = server.post(edition="en", headline="Posted while the link was silent")
+        finally:
+            hub.freeze(False)
+        expect(en).to_have_attribute("data-state", "live", timeout=20_000)
+        expect(en.locator(f'.ticker-item[data-id="{missed["id"]}"]')).to_have_count(1)
+
+
 # --- the console ------------------------------------------------------------------------
 
 
