@@ -9,11 +9,14 @@ download does not work here.
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,7 +177,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(tmp: Path) -> Iterator[Server]:
+def serve(tmp: Path, **extra_env: str) -> Iterator[Server]:
     """`ticker serve`: publisher, hub and embedded store in one process."""
     port, hub_port = free_port(), free_port()
     db = tmp / "ticker.db"
@@ -182,7 +185,7 @@ def serve(tmp: Path) -> Iterator[Server]:
     process = TickerProcess(
         ["serve", "--db", str(db), "--port", str(port), "--hub-port", str(hub_port)],
         tmp / "serve.log",
-        _env(TICKER_LOG_LEVEL="warning"),
+        _env(TICKER_LOG_LEVEL="warning", **extra_env),
     )
     server = Server(f"http://127.0.0.1:{port}", hub_port, token, [process])
     try:
@@ -264,3 +267,37 @@ def watched_context(browser: Browser, watch: PageWatch, **options: Any) -> Itera
     unexpected = watch.unexpected()
     assert not unexpected, "console errors or CSP violations:\n" + "\n".join(unexpected)
     assert not watch.dialogs, f"a dialog opened: {watch.dialogs}"
+
+
+class NewsSite:
+    """Another origin, like the news site that embeds the widget: static pages on a port
+    of their own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        (folder / "favicon.ico").write_bytes(b"")  # what a browser asks every site for
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def page(self, name: str, html: str) -> str:
+        (self.folder / name).write_text(html)
+        return f"{self.origin}/{name}"
+
+
+@contextlib.contextmanager
+def news_site(folder: Path) -> Iterator[NewsSite]:
+    folder.mkdir(parents=True, exist_ok=True)
+    site = NewsSite(folder)
+    thread = threading.Thread(target=site.httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site
+    finally:
+        site.httpd.shutdown()
+        site.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -21,6 +21,7 @@ from browserkit import (
     ROOT,
     PageWatch,
     Server,
+    news_site,
     serve,
     serve_on_redis,
     watched_context,
@@ -535,6 +536,40 @@ def test_a_silent_link_is_noticed_by_the_heartbeat_and_the_widget_catches_up(
             hub.freeze(False)
         expect(en).to_have_attribute("data-state", "live", timeout=20_000)
         expect(en.locator(f'.ticker-item[data-id="{missed["id"]}"]')).to_have_count(1)
+
+
+def test_a_news_site_on_another_origin_embeds_the_widget_and_a_foreign_page_is_refused(
+    browser: Browser, watch: PageWatch, tmp_path: Path
+) -> None:
+    """One script tag and one element on the site's own page. The hub lets the site's origin
+    in and refuses any other page's: no cross-site WebSocket hijacking."""
+    watch.allow(r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws\?.*' failed")
+    with (
+        news_site(tmp_path / "site") as site,
+        news_site(tmp_path / "elsewhere") as elsewhere,
+        serve(tmp_path, TICKER_ALLOWED_ORIGINS=site.origin) as server,
+        watched_context(browser, watch) as context,
+    ):
+        item = server.post(edition="ar", headline="عاجل: تكليف السفير سيمون كرم", regions=["MENA"])
+        embed = (
+            f'<!doctype html><html><head><script src="{server.base}/static/widget.js" defer>'
+            '</script></head><body><div data-ticker data-edition="ar" data-region="MENA" '
+            'id="bar"></div></body></html>'
+        )
+        page = context.new_page()
+        page.goto(site.page("index.html", embed))
+        bar = page.locator("#bar")
+        expect(bar).to_have_attribute("data-state", "live")
+        expect(bar).to_have_attribute("dir", "rtl")
+        expect(bar.locator(f'.ticker-item[data-id="{item["id"]}"]')).to_have_count(1)
+
+        foreign = context.new_page()
+        foreign.goto(elsewhere.page("index.html", embed))
+        other = foreign.locator("#bar")
+        expect(other).to_have_attribute("data-state", re.compile("connecting|reconnecting"))
+        foreign.wait_for_timeout(1500)
+        expect(other).not_to_have_attribute("data-state", "live")
+        expect(other.locator(".ticker-item")).to_have_count(0)
 
 
 # --- the console ------------------------------------------------------------------------
