@@ -170,3 +170,18 @@ def test_serve_keeps_the_ticker_across_a_restart_and_tail_resumes(tmp_path: Path
     finally:
         if tail is not None and tail.poll() is None:
             tail.kill()
+
+
+def test_a_port_in_use_is_one_clear_error(served, tmp_path: Path):
+    _, _, port, hub_port, _ = served
+    db = str(tmp_path / "other.db")
+    for ports in ((port, free_port()), (free_port(), hub_port)):
+        result = subprocess.run(
+            [*TICKER, "serve", "--db", db, "--port", str(ports[0]), "--hub-port", str(ports[1])],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        assert str(ports[0] if ports[0] == port else ports[1]) in result.stderr

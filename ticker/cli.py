@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         args.run(args)
     except config.ConfigError as exc:
         raise SystemExit(f"ticker: {exc}") from None
+    except OSError as exc:  # most often: a port already in use
+        raise SystemExit(f"ticker: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         pass
 
@@ -239,11 +241,12 @@ def _uvicorn(settings: Settings, app: Any) -> _Server:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    sock = _listen(settings.host, settings.port)
     async with _started(make_broker(settings)) as broker:
         hub = Hub(settings, broker)
         await hub.start()
         server = _uvicorn(settings, create_app(settings, broker, own_broker=False))
-        web = asyncio.create_task(server.serve())
+        web = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not web.done():  # noqa: ASYNC110 (uvicorn has no event)
             await asyncio.sleep(0.05)
         if server.started:
@@ -280,10 +283,8 @@ def _require_redis(settings: Settings, what: str) -> None:
 async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
     _require_redis(settings, "publisher")
     server = _uvicorn(settings, create_app(settings, make_broker(settings)))
-    shared = None
-    if args.worker_index is not None:
-        shared = [_reuse_port_socket(settings.host, settings.port)]
-    web = asyncio.create_task(server.serve(sockets=shared))
+    sock = _listen(settings.host, settings.port, reuse_port=args.worker_index is not None)
+    web = asyncio.create_task(server.serve(sockets=[sock]))
     await _until_signal(web)
     server.should_exit = True
     await web
@@ -334,12 +335,18 @@ def _supervise(command: list[str], count: int) -> None:
         time.sleep(0.2)
 
 
-def _reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that sibling workers bind too."""
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The publisher's listening socket, bound before anything starts, so a port in use is
+    one clear error. With `reuse_port`, sibling workers bind the same port."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(4096)
     return sock
 
