@@ -328,9 +328,7 @@ class Hub:
         if not group.members:  # nobody left to send its pending events to
             del self.groups[group.subscription]
             self.by_edition[group.subscription.edition].remove(group)
-            if group.pending:
-                group.pending = []
-                self._dirty.remove(group)
+            group.pending = []  # if it is still listed as dirty, _flush skips it
 
     def lost(self, conn: Connection) -> None:
         self.leave(conn)
