@@ -572,6 +572,31 @@ def test_a_news_site_on_another_origin_embeds_the_widget_and_a_foreign_page_is_r
         expect(other.locator(".ticker-item")).to_have_count(0)
 
 
+def test_data_hub_connects_straight_to_the_hub_without_asking_the_publisher(
+    browser: Browser, watch: PageWatch, tmp_path: Path
+) -> None:
+    with (
+        news_site(tmp_path / "site") as site,
+        serve(tmp_path, TICKER_ALLOWED_ORIGINS=site.origin) as server,
+        watched_context(browser, watch) as context,
+    ):
+        item = server.post(edition="es", headline="Última hora: acuerdo en Ginebra")
+        hub = f"ws://127.0.0.1:{server.hub_port}/ws"
+        embed = (
+            f'<!doctype html><html><head><script src="{server.base}/static/widget.js" defer>'
+            f'</script></head><body><div data-ticker data-edition="es" data-hub="{hub}" '
+            'id="bar"></div></body></html>'
+        )
+        page = context.new_page()
+        asked: list[str] = []
+        page.on("request", lambda request: asked.append(request.url))
+        page.goto(site.page("index.html", embed))
+        bar = page.locator("#bar")
+        expect(bar).to_have_attribute("data-state", "live")
+        expect(bar.locator(f'.ticker-item[data-id="{item["id"]}"]')).to_have_count(1)
+        assert not [url for url in asked if "/api/config" in url], asked
+
+
 # --- the console ------------------------------------------------------------------------
 
 
