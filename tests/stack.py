@@ -43,7 +43,13 @@ class Publisher:
         app = create_app(settings, broker, own_broker=own_broker)
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=0, ws="none", lifespan="on", log_level="warning"
+                app,
+                host="127.0.0.1",
+                port=0,
+                ws="none",
+                lifespan="on",
+                log_level="warning",
+                timeout_graceful_shutdown=2,
             )
         )
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]

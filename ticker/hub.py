@@ -129,9 +129,8 @@ class Hub:
             conn.transport.abort()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:  # a store that stopped answering must not hold up the exit
+            await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace)
 
     # --- following the broker -------------------------------------------------------------
 

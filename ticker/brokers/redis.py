@@ -12,11 +12,12 @@ reads the stream second, so nothing published in between is missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -158,7 +159,12 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closed = True
-        await self._redis.aclose()
+        await self._bounded(self._redis.aclose())
+
+    async def _bounded(self, closing: Awaitable[None]) -> None:
+        """Closing a connection to a Redis that stopped answering must not hang shutdown."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(closing, self.socket_timeout)
 
     async def ping(self) -> None:
         with self._reachable():
@@ -286,8 +292,8 @@ class RedisBroker(Broker):
                     )
                 await asyncio.sleep(_backoff(failures))
             finally:
-                await pubsub.aclose()
-                await client.aclose()
+                await self._bounded(pubsub.aclose())
+                await self._bounded(client.aclose())
 
     async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
         """Subscribe and wait for every confirmation, so no event can slip by before the
