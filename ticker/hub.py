@@ -35,6 +35,7 @@ RESET = Cursor("", -1)  # the greetings cache's key for "asked to resume, but ca
 PING_FRAME = b"\x89\x00"  # an unmasked, empty ping; browsers and libraries answer it
 HANDSHAKE_TIMEOUT = 10.0
 QUERY_CACHE_SIZE = 4096
+FOLLOW_RETRY_SECONDS = 0.5
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -81,6 +82,7 @@ class Hub:
         self.alive: set[Connection] = set()  # every TCP connection, from accept to close
         self.ready = asyncio.Event()
         self._all_closed = asyncio.Event()
+        self._stopping = False
         self.loop: asyncio.AbstractEventLoop  # set by start()
         self.server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,6 +120,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Close every connection with 1001 (going away), then stop following."""
+        self._stopping = True
         if self.server is not None:
             self.server.close()
         for conn in list(self.alive):
@@ -135,8 +138,11 @@ class Hub:
     # --- following the broker -------------------------------------------------------------
 
     async def _follow(self) -> None:
+        """Follow the broker for as long as the hub runs. Whatever ends a follow (a gap, an
+        error, a broker that was closed), the next one starts after a pause, never in a
+        tight loop."""
         editions = self.vocabulary.editions
-        while True:
+        while not self._stopping:
             try:
                 async for update in self.broker.follow(editions):
                     if isinstance(update, EditionState):
@@ -149,7 +155,7 @@ class Hub:
                 raise
             except Exception:
                 log.exception("following the broker failed; retrying")
-                await asyncio.sleep(1.0)
+            await asyncio.sleep(FOLLOW_RETRY_SECONDS)
 
     def _load(self, state: EditionState) -> None:
         current = self.logs.get(state.edition)
