@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ticker import aio
+
 from .wire import (
     CLOSE,
     PING,
@@ -418,23 +420,8 @@ async def serve_commands() -> None:
             return
 
 
-def event_loop_name() -> str:
-    """uvloop when it is installed: readers then cost about half as much CPU, which
-    matters because they share the cores with the server they measure."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
-
-
 def main() -> None:
-    if event_loop_name() == "uvloop":
-        import uvloop
-
-        uvloop.run(serve_commands())
-    else:
-        asyncio.run(serve_commands())
+    aio.run(serve_commands())  # the same loop as the hub and the floor
 
 
 if __name__ == "__main__":

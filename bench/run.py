@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ticker import aio
+
 from . import report
-from .clients import event_loop_name
 from .http import FILLER, HttpConnection, Poster
 from .procs import (
     BenchError,
@@ -652,7 +653,7 @@ class Bench:
         r = self.results
         r["machine"] = machine()
         r["options"] = _public_options(self.options)
-        r["machine"]["client_event_loop"] = event_loop_name()
+        r["machine"]["client_event_loop"] = aio.loop_name()
         await self.start()
         r["memory"] = await self.measure_memory()
         r["idle"] = await self.measure_idle()

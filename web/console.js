@@ -340,18 +340,24 @@
     updatePreview();
   }
 
-  function startCorrection(item) {
-    editing = item;
+  /** The form's content fields, as an item has them. */
+  function fillFrom(item) {
     const f = form.elements;
-    clearErrors();
-    f.edition.value = item.edition;
-    f.edition.disabled = true; // an item keeps its edition: withdraw it and post it again
     f.headline.value = item.headline;
     f.source.value = item.source || "";
     f.link.value = item.link || "";
     f.urgency.value = String(item.urgency);
     for (const box of form.querySelectorAll('input[type="checkbox"]'))
       box.checked = (box.name === "regions" ? item.regions : item.categories).includes(box.value);
+    return f;
+  }
+
+  function startCorrection(item) {
+    editing = item;
+    const f = fillFrom(item);
+    clearErrors();
+    f.edition.value = item.edition;
+    f.edition.disabled = true; // an item keeps its edition: withdraw it and post it again
     const keep = el("option", null, item.expires ? `Keep: ${time(item.expires)}` : "Keep: never");
     keep.value = "keep";
     $("f-expires").querySelector('option[value="keep"]')?.remove();
@@ -370,13 +376,7 @@
   /** After a withdrawal, the same content can go out again with one click. */
   function repost(item) {
     resetForm(item.edition);
-    const f = form.elements;
-    f.headline.value = item.headline;
-    f.source.value = item.source || "";
-    f.link.value = item.link || "";
-    f.urgency.value = String(item.urgency);
-    for (const box of form.querySelectorAll('input[type="checkbox"]'))
-      box.checked = (box.name === "regions" ? item.regions : item.categories).includes(box.value);
+    const f = fillFrom(item);
     counts();
     updatePreview();
     f.headline.focus();
