@@ -86,7 +86,7 @@ class Stack:
         await self.hub.start(port=0)
         base = await self.publisher.start()
         self.http = httpx.AsyncClient(base_url=base, timeout=10)
-        self.token = await create_token(self.broker, "desk")
+        self.token = await create_token(self.broker.tokens, "desk")
         await asyncio.wait_for(self.hub.ready.wait(), 10)
         return self
 

@@ -11,16 +11,14 @@ import pytest
 
 from ticker.brokers.base import (
     Broker,
-    BrokerError,
     Change,
     IdempotencyMismatch,
     Published,
     VersionConflict,
 )
 from ticker.config import Limits, Vocabulary
+from ticker.events import EditionState, Event, event_body, event_payload
 from ticker.items import Item, correct, create, expire, withdraw
-from ticker.log import EditionState, Event
-from ticker.protocol import event_body, event_payload
 
 VOCABULARY = Vocabulary()
 LIMITS = Limits()
@@ -223,24 +221,6 @@ async def test_due_lists_live_items_whose_time_has_passed(broker: Broker) -> Non
 
     await broker.publish(Change("expired", expire(soon), expected_version=1))
     assert soon.id not in {i.id for i in await broker.due(T0 + timedelta(seconds=200))}
-
-
-async def test_tokens(broker: Broker) -> None:
-    await broker.add_token("maria", "digest-m", "2025-01-02T00:00:00.000Z")
-    await broker.add_token("ali", "digest-a", "2025-01-01T00:00:00.000Z")
-    with pytest.raises(BrokerError):
-        await broker.add_token("maria", "digest-other", "2025-01-03T00:00:00.000Z")
-
-    assert await broker.token_owner("digest-m") == "maria"
-    assert await broker.token_owner("digest-other") is None
-    assert await broker.list_tokens() == [
-        ("ali", "2025-01-01T00:00:00.000Z"),
-        ("maria", "2025-01-02T00:00:00.000Z"),
-    ]
-    assert await broker.revoke_token("maria") is True
-    assert await broker.revoke_token("maria") is False
-    assert await broker.token_owner("digest-m") is None
-    assert await broker.list_tokens() == [("ali", "2025-01-01T00:00:00.000Z")]
 
 
 async def test_live_lists_current_items_with_the_cursor(broker: Broker) -> None:

@@ -32,7 +32,7 @@ class RedisStack:
             await broker.start()
             await hub.start(port=0)
             await asyncio.wait_for(hub.ready.wait(), 10)
-        self.token = await create_token(self.publisher_broker, "desk")
+        self.token = await create_token(self.publisher_broker.tokens, "desk")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -166,7 +166,7 @@ async def test_redis_that_lost_its_data_resets_clients(rstack, redis_server):
         assert reset["type"] == "snapshot" and reset["reset"] is True
         assert reset["items"] == []
         # Tokens were lost with the rest of the data.
-        rstack.token = await create_token(rstack.publisher_broker, "desk")
+        rstack.token = await create_token(rstack.publisher_broker.tokens, "desk")
         fresh = await rstack.post_until_accepted("After the loss")
         event = await client.next_event(timeout=10)
         assert event["item"]["id"] == fresh["id"]

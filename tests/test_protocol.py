@@ -8,9 +8,19 @@ import pytest
 
 from ticker import items, protocol
 from ticker.config import Limits, Vocabulary
+from ticker.edition_log import EditionLog, payload_for
+from ticker.events import (
+    Cursor,
+    CursorError,
+    EditionState,
+    Event,
+    Gap,
+    event_body,
+    event_payload,
+    parse_cursor,
+)
 from ticker.hub import text_frame
-from ticker.log import EditionLog, EditionState, Event, Gap, payload_for
-from ticker.protocol import CloseCode, Cursor, ProtocolError, Subscription
+from ticker.protocol import CloseCode, ProtocolError, Subscription
 
 VOCAB = Vocabulary()
 
@@ -21,16 +31,18 @@ def event(offset: int, kind: str = "posted", epoch: str = "e1", **fields) -> Eve
     item_id = fields.pop("id", None)
     item = items.create(fields, editor="a", vocabulary=VOCAB, limits=Limits())
     item = items.Item.from_dict({**item.to_dict(), "id": item_id or item.id})
-    body = protocol.event_body(kind, "en", item.to_json())
-    return Event.from_payload(protocol.event_payload(Cursor(epoch, offset), body))
+    body = event_body(kind, "en", item.to_json())
+    return Event.from_payload(event_payload(Cursor(epoch, offset), body))
 
 
 def test_cursor_round_trip_and_garbage():
-    assert protocol.parse_cursor("ab12:42") == Cursor("ab12", 42)
+    assert parse_cursor("ab12:42") == Cursor("ab12", 42)
     assert str(Cursor("ab12", 42)) == "ab12:42"
-    for bad in ("", "42", "ab:", ":4", "ab:-1", "ab:1x", "a" * 70 + ":1"):
+    for bad in ("", "42", "ab:", ":4", "ab:-1", "ab:1x", "a" * 70 + ":1", "a:\u00b2", "a:\u0661"):
+        with pytest.raises(CursorError):
+            parse_cursor(bad)
         with pytest.raises(ProtocolError) as exc:
-            protocol.parse_cursor(bad)
+            protocol.cursor_from(bad)
         assert exc.value.code == CloseCode.BAD_REQUEST
 
 

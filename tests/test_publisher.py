@@ -74,7 +74,7 @@ async def test_editors_only(stack):
 
 
 async def test_revoked_token_is_refused(stack):
-    await stack.broker.revoke_token("desk")
+    await stack.broker.tokens.revoke("desk")
     response = await stack.http.post(
         "/api/items", json={"edition": "en", "headline": "x"}, headers=stack.auth
     )

@@ -17,8 +17,9 @@ from redisserver import RedisServer
 from ticker.brokers.base import BrokerUnavailable, Change
 from ticker.brokers.redis import RedisBroker
 from ticker.config import Limits, Vocabulary
+from ticker.edition_log import EditionLog
+from ticker.events import EditionState, Event
 from ticker.items import Item, correct, create
-from ticker.log import EditionLog, EditionState, Event
 
 Follower = AsyncIterator[EditionState | Event]
 MakeBroker = Callable[..., Awaitable[RedisBroker]]
@@ -90,7 +91,7 @@ async def test_keys_carry_one_hash_tag_per_edition(
     )
     await broker.publish(Change("corrected", fixed, expected_version=1))
     await broker.publish(Change("posted", new_item("عاجل", edition="ar")))
-    await broker.add_token("maria", "digest", "2025-01-01T00:00:00.000Z")
+    await broker.tokens.add("maria", "digest", "2025-01-01T00:00:00.000Z")
 
     keys = sorted(k.decode() for k in await raw.keys("*"))
     assert keys == [
@@ -133,10 +134,10 @@ async def test_every_call_maps_a_down_redis_to_unavailable(
         lambda: broker.get(item.id),
         lambda: broker.state("en"),
         lambda: broker.due(datetime.now(UTC)),
-        lambda: broker.token_owner("x"),
-        broker.list_tokens,
-        lambda: broker.add_token("a", "b", "c"),
-        lambda: broker.revoke_token("a"),
+        lambda: broker.tokens.owner("x"),
+        broker.tokens.names,
+        lambda: broker.tokens.add("a", "b", "c"),
+        lambda: broker.tokens.revoke("a"),
     ]
     for call in calls:
         with pytest.raises(BrokerUnavailable):

@@ -10,7 +10,7 @@ import hashlib
 import re
 import secrets
 
-from .brokers.base import Broker
+from .brokers.base import TokenStore
 from .items import now_iso
 
 TOKEN_PREFIX = "tkr_"
@@ -34,14 +34,14 @@ def check_name(name: str) -> str:
     return name
 
 
-async def create_token(broker: Broker, name: str) -> str:
+async def create_token(tokens: TokenStore, name: str) -> str:
     """Create and return a new token for `name`; the caller shows it once."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    await broker.add_token(check_name(name), digest(token), now_iso())
+    await tokens.add(check_name(name), digest(token), now_iso())
     return token
 
 
-async def editor_for(broker: Broker, authorization: str | None) -> str | None:
+async def editor_for(tokens: TokenStore, authorization: str | None) -> str | None:
     """The editor an `Authorization: Bearer` header belongs to, or None."""
     if not authorization:
         return None
@@ -49,4 +49,4 @@ async def editor_for(broker: Broker, authorization: str | None) -> str | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    return await broker.token_owner(digest(token))
+    return await tokens.owner(digest(token))

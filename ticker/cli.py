@@ -378,7 +378,7 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
 async def _token_create(settings: Settings, args: argparse.Namespace) -> None:
     async with _started(make_broker(settings)) as broker:
         try:
-            token = await create_token(broker, args.name)
+            token = await create_token(broker.tokens, args.name)
         except (TokenError, BrokerError) as exc:
             raise SystemExit(f"ticker: {exc}") from None
     print(token)
@@ -387,13 +387,13 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _token_list(settings: Settings, args: argparse.Namespace) -> None:
     async with _started(make_broker(settings)) as broker:
-        for name, created in await broker.list_tokens():
+        for name, created in await broker.tokens.names():
             print(f"{name}\t{created}")
 
 
 async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
     async with _started(make_broker(settings)) as broker:
-        if not await broker.revoke_token(args.name):
+        if not await broker.tokens.revoke(args.name):
             raise SystemExit(f"ticker: no token named {args.name!r}")
     print(f"revoked {args.name}")
 

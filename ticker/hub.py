@@ -24,10 +24,11 @@ from . import protocol
 from .brokers.base import Broker
 from .config import Settings
 from .connection import CONNECTING, Connection
+from .edition_log import EditionLog, payload_for
+from .events import Cursor, EditionState, Event, Gap
 from .items import matches, parse_time
-from .log import EditionLog, EditionState, Event, Gap, payload_for
 from .metrics import HubMetrics, render
-from .protocol import CloseCode, Cursor, ProtocolError, Subscription
+from .protocol import CloseCode, ProtocolError, Subscription
 
 log = logging.getLogger("ticker.hub")
 

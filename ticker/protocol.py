@@ -13,10 +13,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .config import Vocabulary
-
-EventKind = str  # "posted" | "corrected" | "withdrawn" | "expired" | "excluded"
-UPSERT_KINDS = frozenset({"posted", "corrected"})
-REMOVE_KINDS = frozenset({"withdrawn", "expired", "excluded"})
+from .events import Cursor, CursorError
+from .events import parse_cursor as _parse_cursor
 
 
 class CloseCode(IntEnum):
@@ -42,22 +40,12 @@ class ProtocolError(Exception):
         self.reason = reason[:120]  # a close reason must fit in 123 bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """A position in one edition's log. The epoch changes when the log is lost and restarted."""
-
-    epoch: str
-    offset: int
-
-    def __str__(self) -> str:
-        return f"{self.epoch}:{self.offset}"
-
-
-def parse_cursor(text: str) -> Cursor:
-    epoch, sep, offset = text.partition(":")
-    if not sep or not epoch or len(text) > 64 or not offset.isdigit():
-        raise ProtocolError(CloseCode.BAD_REQUEST, f"since: {text[:40]!r} is not a cursor")
-    return Cursor(epoch, int(offset))
+def cursor_from(text: str) -> Cursor:
+    """A client's cursor, or a 4400 that says why not."""
+    try:
+        return _parse_cursor(text)
+    except CursorError as exc:
+        raise ProtocolError(CloseCode.BAD_REQUEST, f"since: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +76,15 @@ def parse_subscription(
     since = values.get("since")
     if since is not None and not isinstance(since, str):
         raise ProtocolError(CloseCode.BAD_REQUEST, "since must be a cursor string")
-    cursor = parse_cursor(since) if since else None
+    cursor = cursor_from(since) if since else None
     return Subscription(edition, region, category), cursor
 
 
 def parse_query(query: str, vocabulary: Vocabulary) -> tuple[Subscription, Cursor | None]:
-    params = parse_qs(query, keep_blank_values=False, max_num_fields=10)
+    try:
+        params = parse_qs(query, keep_blank_values=False, max_num_fields=10, errors="strict")
+    except ValueError:  # too many fields, or percent-escapes that are not UTF-8
+        raise ProtocolError(CloseCode.BAD_REQUEST, "the query is not valid") from None
     unknown = params.keys() - {"edition", "region", "category", "since"}
     if unknown:
         raise ProtocolError(CloseCode.BAD_REQUEST, f"unknown parameter {sorted(unknown)[0]!r}")
@@ -153,28 +144,6 @@ def parse_client_message(data: str | bytes, vocabulary: Vocabulary) -> Ping | Su
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def event_body(kind: EventKind, edition: str, item_json: str) -> str:
-    """An event without its cursor. The broker adds the cursor in the same atomic step that
-    assigns it, so the log and the live feed carry byte-identical events."""
-    return f'"kind":{_dumps(kind)},"edition":{_dumps(edition)},"item":{item_json}}}'
-
-
-def event_payload(cursor: Cursor, body: str) -> bytes:
-    return f'{{"type":"event","cursor":"{cursor}",{body}'.encode()
-
-
-def decode_event(payload: bytes | str) -> dict[str, Any]:
-    message = json.loads(payload)
-    if message.get("type") != "event":
-        raise ValueError("not an event")
-    return message
-
-
-def excluded_payload(cursor: Cursor, edition: str, item_id: str) -> bytes:
-    """Sent to a filtered subscription whose item was corrected out of its region/category."""
-    return event_payload(cursor, event_body("excluded", edition, _dumps({"id": item_id})))
 
 
 def snapshot_message(

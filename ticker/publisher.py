@@ -290,7 +290,7 @@ class _Api:
         return item
 
     async def _editor(self, request: Request) -> str:
-        editor = await _call(editor_for(self.broker, request.headers.get("authorization")))
+        editor = await _call(editor_for(self.broker.tokens, request.headers.get("authorization")))
         if editor is None:
             raise ApiError(
                 401,

@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .protocol import REMOVE_KINDS, UPSERT_KINDS, CloseCode, parse_server_frame
+from .events import REMOVE_KINDS, UPSERT_KINDS
+from .protocol import CloseCode, parse_server_frame
 
 URGENCY_LABELS = {1: "FLASH", 2: "BULLETIN", 3: "URGENT"}
 

@@ -9,13 +9,10 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
+from ..events import ChangeKind, Cursor, EditionState, Event
 from ..items import Item
-from ..log import EditionState, Event
-from ..protocol import Cursor
-
-ChangeKind = Literal["posted", "corrected", "withdrawn", "expired"]
 
 
 class BrokerError(Exception):
@@ -88,10 +85,9 @@ class Broker(abc.ABC):
     async def state(self, edition: str) -> EditionState:
         """The edition's cursor, live items and retained history, read atomically."""
 
+    @abc.abstractmethod
     async def live(self, edition: str) -> tuple[Cursor, list[dict[str, Any]]]:
         """The edition's cursor and live items, without the history."""
-        state = await self.state(edition)
-        return state.cursor, state.items
 
     @abc.abstractmethod
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
@@ -106,18 +102,28 @@ class Broker(abc.ABC):
         yields a fresh EditionState instead: the follower must reset to it.
         """
 
-    # Editor tokens are stored with the items, so every publisher process sees the same set.
+    @property
+    @abc.abstractmethod
+    def tokens(self) -> TokenStore:
+        """The editor tokens kept in the same store, on the same connection."""
+
+
+class TokenStore(abc.ABC):
+    """Editor tokens, stored with the items so that every publisher process sees the same
+    set, and a revocation takes effect on the next request everywhere."""
 
     @abc.abstractmethod
-    async def add_token(self, name: str, digest: str, created: str) -> None:
+    async def add(self, name: str, digest: str, created: str) -> None:
         """Raises BrokerError when the name is taken."""
 
     @abc.abstractmethod
-    async def token_owner(self, digest: str) -> str | None: ...
+    async def owner(self, digest: str) -> str | None:
+        """The name of the token with this digest, or None."""
 
     @abc.abstractmethod
-    async def list_tokens(self) -> list[tuple[str, str]]:
-        """(name, created) pairs."""
+    async def names(self) -> list[tuple[str, str]]:
+        """(name, created) pairs, by name."""
 
     @abc.abstractmethod
-    async def revoke_token(self, name: str) -> bool: ...
+    async def revoke(self, name: str) -> bool:
+        """False when no token has this name."""

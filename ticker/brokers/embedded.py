@@ -18,9 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..events import Cursor, EditionState, Event, event_body, event_payload
 from ..items import Item, edition_of, parse_time
-from ..log import EditionState, Event
-from ..protocol import Cursor, event_body, event_payload
 from .base import (
     Broker,
     BrokerError,
@@ -28,6 +27,7 @@ from .base import (
     Change,
     IdempotencyMismatch,
     Published,
+    TokenStore,
     VersionConflict,
 )
 
@@ -237,27 +237,33 @@ class EmbeddedBroker(Broker):
         finally:
             self._followers.remove(queue)
 
-    async def add_token(self, name: str, digest: str, created: str) -> None:
+    @property
+    def tokens(self) -> TokenStore:
+        return _EmbeddedTokens(self)
+
+
+class _EmbeddedTokens(TokenStore):
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self._broker = broker
+
+    async def add(self, name: str, digest: str, created: str) -> None:
         try:
-            with self._transaction() as db:
+            with self._broker._transaction() as db:
                 db.execute("INSERT INTO tokens VALUES (?, ?, ?)", (name, digest, created))
         except sqlite3.IntegrityError:
             raise BrokerError(f"a token named {name!r} exists already") from None
 
-    async def token_owner(self, digest: str) -> str | None:
-        row = self.db.execute("SELECT name FROM tokens WHERE digest = ?", (digest,)).fetchone()
+    async def owner(self, digest: str) -> str | None:
+        db = self._broker.db
+        row = db.execute("SELECT name FROM tokens WHERE digest = ?", (digest,)).fetchone()
         return row[0] if row else None
 
-    async def list_tokens(self) -> list[tuple[str, str]]:
-        return [
-            tuple(row)
-            for row in self.db.execute(  # type: ignore[misc]
-                "SELECT name, created FROM tokens ORDER BY name"
-            )
-        ]
+    async def names(self) -> list[tuple[str, str]]:
+        rows = self._broker.db.execute("SELECT name, created FROM tokens ORDER BY name")
+        return [(name, created) for name, created in rows]
 
-    async def revoke_token(self, name: str) -> bool:
-        with self._transaction() as db:
+    async def revoke(self, name: str) -> bool:
+        with self._broker._transaction() as db:
             return db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount > 0
 
 

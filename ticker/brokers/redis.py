@@ -34,9 +34,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from ..events import UPSERT_KINDS, Cursor, EditionState, Event, event_body
 from ..items import Item, edition_of, parse_time
-from ..log import EditionState, Event
-from ..protocol import UPSERT_KINDS, Cursor, event_body
 from .base import (
     Broker,
     BrokerError,
@@ -44,6 +43,7 @@ from .base import (
     Change,
     IdempotencyMismatch,
     Published,
+    TokenStore,
     VersionConflict,
 )
 
@@ -117,9 +117,7 @@ class RedisBroker(Broker):
         self.socket_timeout = socket_timeout
         self._where = _where(url)
         self._keys = {edition: _EditionKeys.of(prefix, edition) for edition in editions}
-        # Tokens share a hash tag of their own, so both hashes change in one script.
-        self._token_names = f"{prefix}:{{tokens}}"
-        self._token_digests = f"{prefix}:{{tokens}}:digests"
+        self.prefix = prefix
         self._closed = False
         # No automatic retry: a publish retried after a timeout could run twice.
         # Callers retry, with an idempotency key.
@@ -354,31 +352,42 @@ class RedisBroker(Broker):
                 return [event]
         return await self._catch_up(event.edition, seen)
 
-    # --- editor tokens ---------------------------------------------------------------------
+    @property
+    def tokens(self) -> TokenStore:
+        return _RedisTokens(self)
 
-    async def add_token(self, name: str, digest: str, created: str) -> None:
+
+class _RedisTokens(TokenStore):
+    """Tokens share a hash tag of their own, so both hashes change in one script."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self._broker = broker
+        self._names = f"{broker.prefix}:{{tokens}}"
+        self._digests = f"{broker.prefix}:{{tokens}}:digests"
+
+    async def add(self, name: str, digest: str, created: str) -> None:
         record = json.dumps({"digest": digest, "created": created})
-        with self._reachable():
-            added = await self._add_token_script(
-                keys=[self._token_names, self._token_digests], args=[name, digest, record]
+        with self._broker._reachable():
+            added = await self._broker._add_token_script(
+                keys=[self._names, self._digests], args=[name, digest, record]
             )
         if not added:
-            raise BrokerError(f"a token named {name!r} already exists")
+            raise BrokerError(f"a token named {name!r} exists already")
 
-    async def token_owner(self, digest: str) -> str | None:
-        with self._reachable():
-            name = await self._redis.hget(self._token_digests, digest)
+    async def owner(self, digest: str) -> str | None:
+        with self._broker._reachable():
+            name = await self._broker._redis.hget(self._digests, digest)
         return None if name is None else name.decode()
 
-    async def list_tokens(self) -> list[tuple[str, str]]:
-        with self._reachable():
-            records = await self._redis.hgetall(self._token_names)
+    async def names(self) -> list[tuple[str, str]]:
+        with self._broker._reachable():
+            records = await self._broker._redis.hgetall(self._names)
         return sorted((name.decode(), json.loads(raw)["created"]) for name, raw in records.items())
 
-    async def revoke_token(self, name: str) -> bool:
-        with self._reachable():
-            revoked = await self._revoke_token_script(
-                keys=[self._token_names, self._token_digests], args=[name]
+    async def revoke(self, name: str) -> bool:
+        with self._broker._reachable():
+            revoked = await self._broker._revoke_token_script(
+                keys=[self._names, self._digests], args=[name]
             )
         return bool(revoked)
 

@@ -1,4 +1,4 @@
-"""Events and the in-memory copy of an edition's log, with no I/O.
+"""The hub's in-memory copy of an edition's log, with no I/O.
 
 The hub keeps one `EditionLog` per edition: the live items and the recent events.
 Snapshots and resumes are served from it, so a reconnect storm never reads Redis
@@ -9,50 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
+from .events import REMOVE_KINDS, Cursor, EditionState, Event, Gap, excluded_payload
 from .items import matches
-from .protocol import REMOVE_KINDS, Cursor, Subscription, decode_event, excluded_payload
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One change in an edition's log, with the exact bytes every client receives."""
-
-    edition: str
-    cursor: Cursor
-    kind: str
-    item: dict[str, Any]
-    payload: bytes
-
-    @classmethod
-    def from_payload(cls, payload: bytes | str) -> Event:
-        raw = payload.encode() if isinstance(payload, str) else bytes(payload)
-        message = decode_event(raw)
-        epoch, _, offset = message["cursor"].partition(":")
-        return cls(
-            message["edition"], Cursor(epoch, int(offset)), message["kind"], message["item"], raw
-        )
-
-
-@dataclass(slots=True)
-class EditionState:
-    """An edition as a broker holds it: where its log stands, its live items, its history."""
-
-    edition: str
-    epoch: str
-    offset: int
-    items: list[dict[str, Any]] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)  # oldest first, at most the history size
-
-    @property
-    def cursor(self) -> Cursor:
-        return Cursor(self.epoch, self.offset)
-
-
-class Gap(Exception):
-    """An event arrived that does not follow the last one: the copy must be refilled."""
+from .protocol import Subscription
 
 
 class EditionLog:
