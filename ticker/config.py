@@ -58,6 +58,7 @@ class Limits:
     idempotency_seconds: int = 24 * 3600
     ws_frame_max_bytes: int = 4096
     ws_frames_per_10s: int = 50
+    ws_frames_window_seconds: float = 10.0
     ws_write_buffer_max_bytes: int = 256 * 1024
 
 
@@ -78,7 +79,12 @@ class Settings:
     ping_timeout: float = 20.0
     heartbeat_interval: float = 25.0
     coalesce_ms: float = 5.0
+    fanout_chunk: int = 2048  # writes before the fan-out lets other work run
+    handshake_timeout: float = 10.0
+    accept_backlog: int = 4096
     shutdown_grace: float = 3.0
+    hub_workers: int = 1
+    publisher_workers: int = 1
     log_level: str = "info"
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     limits: Limits = field(default_factory=Limits)

@@ -23,6 +23,11 @@ class BrokerUnavailable(BrokerError):
     """The broker cannot be reached now; the caller may retry later (HTTP 503)."""
 
 
+class BrokerMisconfigured(BrokerError):
+    """The broker answers but refuses us (a wrong password, a wrong database, a Redis too
+    old): retrying cannot help, so the process stops with this message."""
+
+
 class VersionConflict(BrokerError):
     """The item changed (or vanished) since it was read; nothing was written."""
 
