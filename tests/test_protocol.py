@@ -19,8 +19,8 @@ from ticker.events import (
     event_payload,
     parse_cursor,
 )
-from ticker.hub import text_frame
 from ticker.protocol import CloseCode, ProtocolError, Subscription
+from ticker.transports.websocket import text_frame
 
 VOCAB = Vocabulary()
 

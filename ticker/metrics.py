@@ -33,6 +33,7 @@ class HubMetrics:
     deliveries: int = 0
     frames: int = 0
     slow_consumers: int = 0
+    keepalive_timeouts: int = 0
     protocol_errors: int = 0
     resets: int = 0
     lag_seconds: float = 0.0
@@ -47,6 +48,7 @@ _HELP = {
     "deliveries": ("counter", "Frames written to connections (one per connection per frame)."),
     "frames": ("counter", "Distinct frames built; each is written to a whole group."),
     "slow_consumers": ("counter", "Connections closed because they read too slowly."),
+    "keepalive_timeouts": ("counter", "Connections closed for not answering a ping."),
     "protocol_errors": ("counter", "Connections closed for breaking the protocol."),
     "resets": ("counter", "Times an edition was reloaded and its clients sent a reset."),
     "lag_seconds": ("gauge", "Age of the latest event when the hub applied it."),

@@ -191,7 +191,12 @@ def batch(payloads: list[bytes]) -> bytes:
     return b"[" + b",".join(payloads) + b"]"
 
 
-HEARTBEAT = b'{"type":"heartbeat"}'
+def heartbeat_message(cursor: Cursor) -> bytes:
+    """Proof of life, with the edition's cursor: a filtered reader that matched nothing
+    for a while still resumes from where its edition stands."""
+    return f'{{"type":"heartbeat","cursor":"{cursor}"}}'.encode()
+
+
 PONG = b'{"type":"pong"}'
 
 

@@ -55,6 +55,10 @@ class TailState:
             return lines + [format_item(i, " ") for i in message["items"]]
         if kind == "resumed":
             return [f"# resumed, {message['missed']} missed"]
+        if kind == "heartbeat":
+            # A filtered edition may match nothing for hours; its cursor still moves on.
+            self.cursor = message.get("cursor", self.cursor)
+            return []
         if kind == "event":
             self.cursor = message["cursor"]
             item = message["item"]
