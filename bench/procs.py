@@ -251,9 +251,10 @@ def ticker_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ticker.cli", *args]
 
 
-def create_token(redis_url: str, logdir: Path) -> str:
+def create_token(store: list[str], logdir: Path) -> str:
+    """A token in the store the flags name (`--redis-url URL` or `--db PATH`)."""
     done = subprocess.run(
-        ticker_command("token", "create", "bench", "--redis-url", redis_url),
+        ticker_command("token", "create", "bench", *store),
         capture_output=True,
         text=True,
         timeout=60,

@@ -72,6 +72,7 @@ class Options:
     publisher_args: list[str] = field(default_factory=list)
     tracemalloc: Path | None = None
     smoke: bool = False
+    serve: bool = False  # one `ticker serve` on the embedded store instead of Redis
 
     @property
     def client_processes(self) -> int:
@@ -237,10 +238,44 @@ class Bench:
     # --- set-up and tear-down ---------------------------------------------------------
 
     async def start(self) -> None:
+        env = {"TICKER_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
+        if self.options.serve:
+            self._start_serve(env)
+        else:
+            self._start_on_redis(env)
+        wait_for(lambda: http_ok(self.publisher_port, "/healthz"), self.publisher, "publisher")
+        wait_for(lambda: http_ok(self.hub_port, "/readyz"), self.hub, "the hub to be ready")
+        self.floor = await FloorProcess.start(self.logdir)
+        self.pool = await WorkerPool.start(self.options.client_processes, self.logdir)
+        self.poster = Poster("127.0.0.1", self.publisher_port, self.token)
+        self.post_conns = await self.poster.connect(BURST)
+
+    def _start_serve(self, env: dict[str, str]) -> None:
+        """The one-process default: publisher and hub share one event loop."""
+        store = ["--db", str(self.logdir / "ticker.db")]
+        self.token = create_token(store, self.logdir)
+        self.publisher = self.hub = self._spawn(
+            "serve",
+            self._hub_command(
+                "serve",
+                *store,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.publisher_port),
+                "--hub-host",
+                "127.0.0.1",
+                "--hub-port",
+                str(self.hub_port),
+                *self.options.hub_args,
+            ),
+            {**env, **self._traced_env()},
+        )
+
+    def _start_on_redis(self, env: dict[str, str]) -> None:
         redis, self.redis_url = start_redis(self.logdir)
         self.managed.append(redis)
-        self.token = create_token(self.redis_url, self.logdir)
-        env = {"TICKER_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
+        self.token = create_token(["--redis-url", self.redis_url], self.logdir)
         self.publisher = self._spawn(
             "publisher",
             ticker_command(
@@ -269,12 +304,6 @@ class Bench:
             ),
             {**env, **self._traced_env()},
         )
-        wait_for(lambda: http_ok(self.publisher_port, "/healthz"), self.publisher, "publisher")
-        wait_for(lambda: http_ok(self.hub_port, "/readyz"), self.hub, "the hub to be ready")
-        self.floor = await FloorProcess.start(self.logdir)
-        self.pool = await WorkerPool.start(self.options.client_processes, self.logdir)
-        self.poster = Poster("127.0.0.1", self.publisher_port, self.token)
-        self.post_conns = await self.poster.connect(BURST)
 
     def _hub_command(self, *args: str) -> list[str]:
         """`ticker hub`, or the same through bench.traced when memory tracing is asked."""
@@ -591,7 +620,8 @@ class Bench:
                 if posted.status != 201:
                     failures.append(posted.status)
 
-        redis_pid = self.managed[0].pid
+        # On `ticker serve` the store is in the publisher's process: no separate figure.
+        redis_pid = self.publisher.pid if self.options.serve else self.managed[0].pid
         cpu0 = (cpu_seconds(self.publisher.pid), cpu_seconds(redis_pid), cpu_seconds(self.hub.pid))
         t0 = time.time()
         await asyncio.gather(*(run(c) for c in conns))
@@ -768,6 +798,11 @@ def parse_options(argv: list[str] | None = None) -> Options:
         "--tracemalloc", type=Path, help="trace the hub's allocations per phase into here"
     )
     parser.add_argument("--smoke", action="store_true", help="200 readers, a few seconds (CI)")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="measure one `ticker serve` (embedded store, publisher and hub in one process)",
+    )
     args = parser.parse_args(argv)
     options = Options(**{k: v for k, v in vars(args).items() if k != "smoke"})
     if args.smoke:
