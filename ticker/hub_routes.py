@@ -35,4 +35,4 @@ def answer(
     if path == "/metrics":
         labels = f'worker="{worker}"' if worker is not None else ""
         return PlainAnswer(HTTPStatus.OK, render(metrics, labels), PROMETHEUS_TEXT)
-    return PlainAnswer(HTTPStatus.NOT_FOUND, "the ticker hub serves /ws\n")
+    return PlainAnswer(HTTPStatus.NOT_FOUND, "the ticker hub serves /ws and /sse\n")

@@ -16,6 +16,7 @@ import contextlib
 import email.utils
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 
 from websockets.datastructures import Headers
 from websockets.frames import Opcode
@@ -30,6 +31,7 @@ from ..fanout import FanOut, Group, WireFormat
 from ..hub_routes import PlainAnswer
 from ..metrics import HubMetrics
 from ..protocol import CloseCode, ProtocolError, Subscription
+from . import sse
 
 logger = logging.getLogger("ticker.hub.websocket")
 
@@ -115,17 +117,49 @@ class WebSocketEndpoint:
             assert self.loop is not None
             now = self.loop.time()
             for conn in list(self.alive):
-                if conn.ws.state is CONNECTING and now - conn.accepted_at > timeout:
+                if (
+                    conn.stream is _NOT_A_STREAM
+                    and conn.ws.state is CONNECTING
+                    and now - conn.accepted_at > timeout
+                ):
                     conn.transport.abort()
 
     # --- called by Connection -----------------------------------------------------------
 
-    def respond(self, conn: Connection, request: Request) -> Response:
-        """The upgrade for /ws, a plain answer for anything else."""
-        path = request.path.partition("?")[0]
+    def respond(self, conn: Connection, request: Request) -> Response | None:
+        """The upgrade for /ws, a stream for /sse (None: the stream answers itself), a
+        plain answer for anything else."""
+        path, _, query = request.path.partition("?")
         if path == "/ws":
             return conn.ws.accept(request)
+        if path == "/sse":
+            self._open_stream(conn, query, request)
+            return None
         return _response(self.plain(path))
+
+    def _open_stream(self, conn: Connection, query: str, request: Request) -> None:
+        headers = request.headers
+        allowed, cors = sse.allowed_origin(headers.get("Origin"), self.settings)
+        if not allowed:
+            refusal = "pages from this origin may not read the ticker"
+            conn.refuse(sse.error_response(HTTPStatus.FORBIDDEN, refusal, None))
+            return
+        try:
+            subscription, since = sse.parse_request(
+                query, headers.get("Last-Event-ID"), self.settings
+            )
+        except ProtocolError as exc:
+            self.metrics.protocol_errors += 1
+            conn.refuse(sse.error_response(HTTPStatus.BAD_REQUEST, exc.reason, cors))
+            return
+        conn.start_stream(sse.response_head(cors))
+        self.metrics.connections += 1
+        self.metrics.connections_total += 1
+        if not self.fanout.ready.is_set():
+            # A 200 that ends at once: EventSource retries on its own, unlike after a 503.
+            conn.close(CloseCode.TRY_AGAIN_LATER, "the hub is not ready yet; try again shortly")
+            return
+        self.fanout.join(conn, subscription, since, sse.SSE)
 
     def upgraded(self, conn: Connection, target: str) -> None:
         """A WebSocket is open: join its group, or close it with the reason."""
@@ -197,6 +231,7 @@ class Connection(asyncio.Protocol):
         "upgraded",
         "window",
         "count",
+        "stream",
     )
 
     def __init__(self, endpoint: WebSocketEndpoint) -> None:
@@ -213,6 +248,7 @@ class Connection(asyncio.Protocol):
         self.upgraded = False  # the WebSocket handshake succeeded
         self.window = 0.0  # start of the current window of client messages
         self.count = 0  # client messages in that window
+        self.stream = _NOT_A_STREAM  # or a Server-Sent Events stream, open or ended
 
     # --- asyncio callbacks --------------------------------------------------------------
 
@@ -236,6 +272,8 @@ class Connection(asyncio.Protocol):
     def _received(self, data: bytes) -> None:
         assert self.endpoint.loop is not None
         self.heard = self.endpoint.loop.time()
+        if self.stream is not _NOT_A_STREAM:
+            return  # a stream's reader has nothing more to say
         ws = self.ws
         ws.receive_data(data)
         for event in ws.events_received():
@@ -248,6 +286,8 @@ class Connection(asyncio.Protocol):
                     self._message(event.opcode, event.data, event.fin)
                 except ProtocolError as exc:
                     self.fail_protocol(exc)
+        if self.stream is not _NOT_A_STREAM:
+            return  # the request became a stream
         self._flush()
         if self.group is not None and ws.state is not OPEN:
             self.endpoint.fanout.leave(self)  # the client closed, or broke the protocol
@@ -276,6 +316,12 @@ class Connection(asyncio.Protocol):
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake; the connection leaves its group at once."""
         self.endpoint.fanout.leave(self)
+        if self.stream is not _NOT_A_STREAM:
+            if self.stream is _STREAM_OPEN:
+                self.stream = _STREAM_ENDED
+                self.transport.write(sse.closing_event(code, reason))
+                self._end()
+            return
         state = self.ws.state
         if state is OPEN:
             self.ws.send_close(code, reason)
@@ -293,6 +339,8 @@ class Connection(asyncio.Protocol):
 
     def _handshake(self, request: Request) -> None:
         response = self.endpoint.respond(self, request)
+        if response is None:
+            return  # a stream, which answered for itself
         self.ws.send_response(response)
         if self.ws.state is OPEN:
             self.upgraded = True
@@ -336,9 +384,30 @@ class Connection(asyncio.Protocol):
                 assert self.endpoint.loop is not None
                 self.endpoint.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
 
+    def start_stream(self, head: bytes) -> None:
+        """From here on this connection is a Server-Sent Events stream."""
+        self.stream = _STREAM_OPEN
+        self.upgraded = True
+        self.transport.write(head)
+
+    def refuse(self, response: bytes) -> None:
+        """Answer a stream request with an error, and end the connection."""
+        self.stream = _STREAM_ENDED
+        self.transport.write(response)
+        self._end()
+
+    def _end(self) -> None:
+        """Close once what is buffered is sent; cut the socket if the peer never reads it."""
+        self.transport.close()
+        assert self.endpoint.loop is not None
+        self.endpoint.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+
     @property
     def peer(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
+
+
+_NOT_A_STREAM, _STREAM_OPEN, _STREAM_ENDED = 0, 1, 2
 
 
 def _nowhere(data: bytes) -> None:
