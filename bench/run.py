@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -821,6 +822,7 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as exc:
         raise SystemExit(f"bench: {exc}") from None
     results["command"] = command.strip()
+    results["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert options.json_path is not None
     options.json_path.parent.mkdir(parents=True, exist_ok=True)
     options.json_path.write_text(json.dumps(results, indent=2) + "\n")
