@@ -326,7 +326,7 @@ class Worker:
                 await asyncio.wait_for(tgt.progress.wait(), min(remaining, 0.5))
 
     async def do_stats(
-        self, target: str, seqs: list[int], latencies: bool = False, forget: bool = False
+        self, target: str, seqs: list[int], latencies: bool = False
     ) -> dict[str, Any]:
         tgt = self.target(target)
         per_seq: dict[int, dict[str, Any]] = {}
@@ -344,8 +344,6 @@ class Worker:
             if latencies:
                 entry["lat_ms"] = [round((t - tally.published) * 1000, 3) for t in tally.times]
             per_seq[seq] = entry
-            if forget:
-                del tgt.tallies[seq]
         sample = next((tgt.samples[s] for s in seqs if s in tgt.samples), b"")
         return {"seqs": per_seq, "sample": sample.decode(), **self._health(tgt)}
 

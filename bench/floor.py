@@ -82,13 +82,9 @@ async def run(port: int, epoch: str) -> None:
     print(json.dumps({"listening": server.sockets[0].getsockname()[1]}), flush=True)
     while line := await stdin.readline():
         command = json.loads(line)
-        if command["cmd"] == "send":
-            reply = floor.send(command["payload"])
-        elif command["cmd"] == "count":
-            reply = {"members": len(floor.members)}
-        else:
+        if command["cmd"] != "send":
             break
-        print(json.dumps(reply), flush=True)
+        print(json.dumps(floor.send(command["payload"])), flush=True)
     server.close()
 
 

@@ -14,6 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 _LOCATION = re.compile(r" \((?P<file>[^)]*?)(?::\d+)?\)$")
+# Where a file path stops being about this machine: installed packages, the standard
+# library of any Python 3, and this checkout (wherever it lies).
+_PREFIXES = re.compile(
+    r"^.*(?:site-packages/|dist-packages/|lib/python3\.\d+/|"
+    + re.escape(str(Path(__file__).resolve().parent.parent) + "/")
+    + ")"
+)
 
 
 def _short(frame: str) -> str:
@@ -21,10 +28,7 @@ def _short(frame: str) -> str:
     match = _LOCATION.search(frame)
     if not match:
         return frame
-    path = match["file"]
-    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
+    path = _PREFIXES.sub("", match["file"], count=1)
     return f"{frame[: match.start()]} ({path})"
 
 

@@ -23,10 +23,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ticker import aio
+from ticker.events import parse_cursor
 
 from . import report
 from .http import FILLER, HttpConnection, Poster
@@ -44,7 +46,7 @@ from .procs import (
     ticker_command,
     wait_for,
 )
-from .wire import bench_headline, split_cursor
+from .wire import bench_headline
 
 BURST = 20
 SOURCES_PER_POOL = 16
@@ -52,6 +54,8 @@ HUB_POOL, FLOOR_POOL, STORM_POOL = 1, 2, 3
 FLOOR_EPOCH = "f1oor000"
 STORM_TIME_LIMIT = 150.0
 ROOT = Path(__file__).resolve().parent.parent
+# The full run's results, committed: docs/performance.md and docs/operations.md quote them.
+LATEST = ROOT / "bench" / "results" / "latest.json"
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Options:
     post_concurrency: int = 32
     connect_concurrency: int = 25  # per client process, for the initial connect only
     timeout: float = 60.0
-    json_path: Path = Path("bench-results.json")
+    json_path: Path | None = None  # None: LATEST for a full run, a temporary file for smoke
     profile: Path | None = None
     hub_args: list[str] = field(default_factory=list)
     publisher_args: list[str] = field(default_factory=list)
@@ -492,7 +496,7 @@ class Bench:
         self.results["message"] = {
             "hub_event_bytes": len(sample.encode()),
             "floor_event_bytes": len(self._floor_payload(0).encode()),
-            "hub_epoch": split_cursor(self.floor_template["cursor"])[0],
+            "hub_epoch": parse_cursor(self.floor_template["cursor"]).epoch,
             "sample": sample,
         }
         await self.floor_message()
@@ -778,7 +782,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--posts", type=int, default=3000, help="publisher throughput posts")
     parser.add_argument("--post-concurrency", type=int, default=32)
-    parser.add_argument("--json", type=Path, default=Path("bench-results.json"), dest="json_path")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        dest="json_path",
+        help=f"where to write the results (default: {LATEST.relative_to(ROOT)} for a full run, "
+        "which docs/performance.md quotes; a temporary file with --smoke)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -812,6 +822,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
         options.idle_seconds, options.settle_seconds = 0.5, 0.5
         options.posts = 100
         options.timeout = 20.0
+    if options.json_path is None:
+        options.json_path = (
+            Path(tempfile.gettempdir()) / "ticker-bench-smoke.json" if options.smoke else LATEST
+        )
     return options
 
 
@@ -843,6 +857,9 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as exc:
         raise SystemExit(f"bench: {exc}") from None
     results["command"] = command.strip()
+    results["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert options.json_path is not None
+    options.json_path.parent.mkdir(parents=True, exist_ok=True)
     options.json_path.write_text(json.dumps(results, indent=2) + "\n")
     print(report.render(results))
     print(f"\nresults written to {options.json_path}")

@@ -15,8 +15,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ticker.events import parse_cursor
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-TEXT, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x8, 0x9, 0xA, 0x0
+TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 HEADLINE_TAG = "BENCH"
 
 
@@ -190,11 +192,6 @@ def parse_bench_headline(headline: str) -> tuple[int, float]:
     return -1, 0.0
 
 
-def split_cursor(cursor: str) -> tuple[str, int]:
-    epoch, _, offset = cursor.rpartition(":")
-    return epoch, int(offset)
-
-
 def interpret(payload: bytes) -> tuple[Message, ...]:
     """What one frame means to a client, in order. Identical frames give identical results,
     so the client worker caches this per distinct payload."""
@@ -210,14 +207,14 @@ def interpret(payload: bytes) -> tuple[Message, ...]:
 def _interpret_one(message: dict[str, Any]) -> Message | None:
     kind = message.get("type")
     if kind in ("snapshot", "resumed"):
-        epoch, offset = split_cursor(message["cursor"])
+        cursor = parse_cursor(message["cursor"])
         reset = bool(message.get("reset"))
-        return Greeting(kind, epoch, offset, reset, int(message.get("missed") or 0))
+        return Greeting(kind, cursor.epoch, cursor.offset, reset, int(message.get("missed") or 0))
     if kind == "event":
-        epoch, offset = split_cursor(message["cursor"])
+        cursor = parse_cursor(message["cursor"])
         item = message.get("item") or {}
         seq, published = parse_bench_headline(item.get("headline", ""))
         if message.get("kind") != "posted":
             seq = -1
-        return Delivered(epoch, offset, seq, published)
+        return Delivered(cursor.epoch, cursor.offset, seq, published)
     return None

@@ -59,8 +59,15 @@ def test_token_lifecycle(tmp_path: Path):
 
 
 def test_publisher_and_hub_refuse_to_start_without_redis():
-    result = ticker("hub", env={"TICKER_REDIS_URL": ""})
-    assert result.returncode != 0 and "--redis-url" in result.stderr
+    for command in ("publisher", "hub"):
+        result = ticker(command, env={"TICKER_REDIS_URL": ""})
+        # SystemExit with a message: exit code 1 and the sentence on stderr, nothing else.
+        assert result.returncode == 1, (command, result.returncode, result.stderr)
+        assert result.stderr.strip() == (
+            f"ticker {command} runs against Redis: pass --redis-url or set "
+            "TICKER_REDIS_URL (or use `ticker serve` for one process)"
+        ), (command, result.stderr)
+        assert result.stdout == "", (command, result.stdout)
 
 
 @pytest.fixture

@@ -261,12 +261,72 @@ async def test_shutdown_closes_clients_with_going_away(tmp_path):
         await stack.broker.close()
 
 
-async def test_hub_health_endpoints(stack):
-    reader, writer = await asyncio.open_connection("127.0.0.1", stack.hub.port)
-    writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-    status = await reader.readline()
-    writer.close()
-    assert b"200" in status
+async def test_hub_health_endpoints(stack, tmp_path):
+    async def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+        """One raw HTTP/1.1 GET over a real socket: status code, headers, body."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            async with asyncio.timeout(5):
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                status_line, *header_lines = head.removesuffix("\r\n\r\n").split("\r\n")
+                version, code, _reason = status_line.split(" ", 2)
+                assert version == "HTTP/1.1", status_line
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (line.partition(":") for line in header_lines)
+                }
+                body = await reader.readexactly(int(headers["content-length"]))
+        finally:
+            writer.close()
+        return int(code), headers, body
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stack import settings_for
+    from ticker.brokers.redis import RedisBroker
+    from ticker.hub import Hub
+
+    # A hub whose store never answers runs (healthz) but has no ticker to serve (readyz).
+    settings = settings_for(tmp_path, "redis://127.0.0.1:9/0")
+    broker = RedisBroker(settings.redis_url, editions=("en", "ar", "es"))
+    loading = Hub(settings, broker)
+    await loading.start(port=0)
+    try:
+        assert (await get(loading.port, "/healthz"))[0] == 200
+        assert (await get(loading.port, "/readyz"))[0] == 503
+    finally:
+        await loading.stop()
+        await broker.close()
+
+    # The stack's hub has loaded the ticker.
+    port = stack.hub.port
+    for path in ("/healthz", "/readyz", "/readyz?probe=1"):
+        assert (await get(port, path))[0] == 200, path
+
+    code, headers, body = await get(port, "/metrics")
+    assert code == 200
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = body.decode()
+    # Every line parses (prometheus_client raises on a malformed one), and every sample has
+    # the type its own `# TYPE` line declares.
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    assert types["ticker_hub_connections"] == "gauge"
+    assert types["ticker_hub_events_total"] == "counter"
+    assert types["ticker_hub_fanout_seconds"] == "histogram"
+    assert samples[("ticker_hub_connections", ())] == 0
+    assert samples[("ticker_hub_events_total", ())] == 0
+    assert samples[("ticker_hub_fanout_seconds_bucket", (("le", "+Inf"),))] == 0
+    for name, _labels in samples:
+        assert any(name == t or name.startswith(t + "_") for t in types), name
+
+    for path in ("/nothing-here", "/ws/extra", "/metrics/x"):
+        assert (await get(port, path))[0] == 404, path
 
 
 async def test_a_dead_peer_is_dropped_by_keepalive(tmp_path):

@@ -1,4 +1,4 @@
-"""The widget, the console and the demo page in real headless Chromium (issue 3).
+"""The widget, the console and the demo page in real headless Chromium.
 
 Every test watches its pages (see conftest): a console error, an uncaught exception, a CSP
 violation or a dialog fails it. Waits are Playwright's own retrying assertions; "within a
@@ -783,8 +783,121 @@ def test_screenshots_of_the_demo_page_and_the_console(
         desk.locator("#f-headline").blur()
         desk.screenshot(path=ARTIFACTS / "console.png", full_page=True, animations="disabled")
 
+        demo_layout = page_layout(demo, "[data-ticker]")
+        desk_layout = page_layout(desk, "#items li")
+
+    check_picture(ARTIFACTS / "demo.png", demo_layout)
+    for bar in demo_layout["boxes"]:
+        check_bar_colours(ARTIFACTS / "demo.png", demo_layout, bar)
+    check_picture(ARTIFACTS / "console.png", desk_layout)
+    assert len(desk_layout["boxes"]) == 3
     for name in ("demo.png", "console.png"):
-        assert (ARTIFACTS / name).stat().st_size > 10_000
         # The pictures in docs/ change only when asked: TICKER_UPDATE_SCREENSHOTS=1 scripts/test
         if os.environ.get("TICKER_UPDATE_SCREENSHOTS") == "1":
             shutil.copyfile(ARTIFACTS / name, ROOT / "docs" / name)
+
+
+# What the page looked like when its picture was taken: its size, and for each element of
+# interest its box (in CSS pixels, from the top of the page), text and colours, with those
+# of its BREAKING label when it has one.
+_LAYOUT = """selector => {
+    const root = document.documentElement;
+    const rgb = value => (value.match(/\\d+/g) || []).slice(0, 3).map(Number);
+    const box = el => {
+        const r = el.getBoundingClientRect();
+        return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height};
+    };
+    return {
+        width: root.scrollWidth, height: root.scrollHeight, scale: devicePixelRatio,
+        boxes: [...document.querySelectorAll(selector)].map(el => {
+            const bar = el.classList.contains("ticker") ? el : el.querySelector(".ticker") || el;
+            const label = bar.querySelector(".ticker-label");
+            return {
+                box: box(bar), text: bar.innerText.trim(),
+                background: rgb(getComputedStyle(bar).backgroundColor),
+                id: el.id,
+                label: label && {
+                    box: box(label), text: label.innerText.trim(),
+                    background: rgb(getComputedStyle(label).backgroundColor),
+                },
+            };
+        }),
+    };
+}"""
+
+
+def page_layout(page: Page, selector: str) -> dict:
+    return page.evaluate(_LAYOUT, selector)
+
+
+def check_picture(path: Path, layout: dict) -> None:
+    """The PNG is the whole page at its size, and each element is inside it, visible and
+    not empty."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        scale = layout["scale"]
+        assert image.size == (
+            round(layout["width"] * scale),
+            round(layout["height"] * scale),
+        ), (path.name, image.size, layout["width"], layout["height"], scale)
+        assert layout["boxes"], f"{path.name}: nothing to check"
+        for element in layout["boxes"]:
+            box = element["box"]
+            assert box["width"] > 100 and box["height"] > 10, (path.name, element)
+            assert box["x"] >= 0 and box["x"] + box["width"] <= layout["width"] + 1, element
+            assert box["y"] >= 0 and box["y"] + box["height"] <= layout["height"] + 1, element
+            assert element["text"], (path.name, element)
+            # Something is drawn there: not one flat colour.
+            region = image.convert("RGB").crop(_scaled(box, scale))
+            colours = region.getcolors(maxcolors=1 << 20) or []
+            assert len(colours) > 10, (path.name, element["text"][:40])
+
+
+def check_bar_colours(path: Path, layout: dict, bar: dict) -> None:
+    """In the picture, the bar is the colour the page gave it (the BREAKING red unless
+    themed) and its label (BREAKING, in the edition's language) is the label's colour."""
+    from PIL import Image
+
+    label = bar["label"]
+    assert label is not None and label["text"], bar
+    if bar["id"] == "ticker-en":
+        assert label["text"].upper() == "BREAKING", label
+    scale = layout["scale"]
+    with Image.open(path) as picture:
+        image = picture.convert("RGB")
+        box, lbox = bar["box"], label["box"]
+        row = box["y"] + 3  # above the text, below any rounded corner's curve
+        # The part of the bar beside the label (right of it, or left of it in Arabic).
+        right = (lbox["x"] + lbox["width"] + 12, box["x"] + box["width"] - 12)
+        left = (box["x"] + 12, lbox["x"] - 12)
+        start, end = max(right, left, key=lambda span: span[1] - span[0])
+        assert end - start > 100, bar
+        assert _share_near(image, row, start, end, scale, bar["background"]) > 0.9, (
+            bar["text"][:40],
+            bar["background"],
+        )
+        assert (
+            _share_near(image, row, lbox["x"] + 12, lbox["x"] + lbox["width"] - 20, scale,
+                        label["background"])
+            > 0.9
+        ), (bar["text"][:40], label["background"])  # fmt: skip
+        assert bar["background"] != label["background"], bar
+
+
+def _scaled(box: dict, scale: float) -> tuple[int, int, int, int]:
+    return (
+        round(box["x"] * scale),
+        round(box["y"] * scale),
+        round((box["x"] + box["width"]) * scale),
+        round((box["y"] + box["height"]) * scale),
+    )
+
+
+def _share_near(image, y: float, x0: float, x1: float, scale: float, colour: list[int]) -> float:
+    """The share of pixels on row `y` from `x0` to `x1` (CSS pixels) within a few levels of
+    `colour`."""
+    pixels = [image.getpixel((round(x * scale), round(y * scale))) for x in range(int(x0), int(x1))]
+    near = [p for p in pixels if all(abs(a - b) <= 8 for a, b in zip(p, colour, strict=True))]
+    return len(near) / max(len(pixels), 1)
