@@ -307,8 +307,10 @@ class FanOut:
             self._schedule_flush()
 
     def _write_chunk(self) -> None:
-        budget = self.settings.fanout_chunk
         outbox = self._outbox
+        if not outbox:
+            return
+        budget = self.settings.fanout_chunk
         metrics = self.metrics
         started = time.perf_counter()
         while outbox and budget > 0:
