@@ -53,7 +53,7 @@ async def test_snapshot_then_live_events_carry_the_websocket_json(stack):
         stream.close()
 
 
-async def test_last_event_id_resumes_exactly_and_since_wins(stack):
+async def test_last_event_id_resumes_exactly_and_wins_over_since(stack):
     first = await stack.post(headline="Before the drop")
     stream = await SseReader.open(stack.hub.port, "/sse?edition=en")
     cursor = (await stream.next()).id
@@ -70,10 +70,16 @@ async def test_last_event_id_resumes_exactly_and_since_wins(stack):
         assert [e.id for e in events] == [e.message["cursor"] for e in events]
     finally:
         stream.close()
-    # `since` wins over the header; a cursor from another life of the log is a reset.
+    # The header wins over an old `since` in the URL (EventSource keeps its first URL).
     stream = await SseReader.open(
-        stack.hub.port, "/sse?edition=en&since=gone:3", {"Last-Event-ID": cursor}
+        stack.hub.port, f"/sse?edition=en&since={cursor}", {"Last-Event-ID": events[-1].id}
     )
+    try:
+        assert (await stream.next()).message["missed"] == 0
+    finally:
+        stream.close()
+    # A cursor from another life of the log is a reset.
+    stream = await SseReader.open(stack.hub.port, "/sse?edition=en&since=gone:3")
     try:
         snapshot = await stream.next()
         assert snapshot.event == "snapshot" and snapshot.message["reset"] is True

@@ -133,7 +133,9 @@
     let items = new Map();
     let gone = new Map(); // id -> version of removed items, so a late copy cannot return
     let cursor = null;
-    let ws = null;
+    let ws = null; // a WebSocket, or an EventSource once WebSockets proved blocked
+    let useStream = false;
+    let failedOpens = 0; // WebSockets that closed before they opened, in a row
     let tries = 0;
     let retry = null;
     let watchdog = null;
@@ -150,6 +152,11 @@
 
     const url = () => {
       const u = new URL(hub, BASE);
+      if (useStream) {
+        // The same hub serves Server-Sent Events beside its WebSocket.
+        u.protocol = u.protocol === "wss:" ? "https:" : u.protocol === "ws:" ? "http:" : u.protocol;
+        u.pathname = u.pathname.replace(/\/ws$/, "/sse");
+      }
       u.searchParams.set("edition", edition);
       if (region) u.searchParams.set("region", region);
       if (category) u.searchParams.set("category", category);
@@ -161,14 +168,53 @@
       retry = null;
       if (stopped) return;
       try {
-        ws = new WebSocket(url());
+        ws = useStream ? stream() : socket();
       } catch {
         return later();
       }
       openedAt = Date.now();
-      ws.onmessage = (e) => receive(e.data);
-      ws.onclose = (e) => closed(e.code);
       watch(); // also bounds how long the handshake and the greeting may take
+    };
+
+    const socket = () => {
+      const next = new WebSocket(url());
+      let opened = false;
+      next.onopen = () => {
+        opened = true;
+        failedOpens = 0;
+      };
+      next.onmessage = (e) => receive(e.data);
+      next.onclose = (e) => {
+        // Proxies and networks that break WebSockets fail them before they open: after
+        // two such failures in a row, the same hub is read as Server-Sent Events.
+        if (!opened && ++failedOpens >= 2) {
+          useStream = true;
+          console.info("ticker: WebSockets fail here; using Server-Sent Events");
+        }
+        closed(e.code);
+      };
+      return next;
+    };
+
+    const stream = () => {
+      const next = new EventSource(url());
+      for (const type of ["snapshot", "resumed", "event", "heartbeat"])
+        next.addEventListener(type, (e) => receive(e.data));
+      next.addEventListener("close", (e) => {
+        let code = 1000;
+        try {
+          code = JSON.parse(e.data).code;
+        } catch {}
+        drop();
+        closed(code);
+      });
+      // EventSource would retry by itself with its own timing and URL; reconnect the same
+      // way as a WebSocket instead, with the current cursor.
+      next.onerror = () => {
+        drop();
+        closed(next.readyState === EventSource.CLOSED && !wasLive ? 4400 : 1006);
+      };
+      return next;
     };
 
     // Browsers cannot see WebSocket pings, so the hub sends heartbeats: silence for 2.5
@@ -184,7 +230,7 @@
     const drop = () => {
       clearTimeout(watchdog);
       if (!ws) return;
-      ws.onclose = ws.onmessage = null;
+      ws.onclose = ws.onmessage = ws.onerror = null;
       try {
         ws.close();
       } catch {}

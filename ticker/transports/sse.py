@@ -61,10 +61,11 @@ def closing_event(code: int, reason: str) -> bytes:
 def parse_request(
     query: str, last_event_id: str | None, settings: Settings
 ) -> tuple[Subscription, Cursor | None]:
-    """The subscription and the cursor to resume from: `since` wins over the header that
-    EventSource sends on its own when it reconnects."""
+    """The subscription and the cursor to resume from. `Last-Event-ID` wins over `since`:
+    EventSource reconnects to the URL it started with, whose `since` is old by then, and
+    sends the cursor of the last event it saw in that header."""
     subscription, since = protocol.parse_query(query, settings.vocabulary)
-    if since is None and last_event_id:
+    if last_event_id:
         if len(last_event_id) > _LAST_EVENT_ID_MAX:
             raise ProtocolError(CloseCode.BAD_REQUEST, "Last-Event-ID is not a cursor")
         since = protocol.cursor_from(last_event_id)
