@@ -25,6 +25,7 @@ from .wire import (
     PONG,
     TEXT,
     Delivered,
+    EventSplitter,
     FrameReader,
     Greeting,
     Message,
@@ -34,6 +35,7 @@ from .wire import (
     interpret,
     new_key,
     split_response,
+    stream_request,
 )
 
 CACHE_LIMIT = 4096
@@ -145,15 +147,18 @@ class Target:
 
 
 class Conn(asyncio.Protocol):
-    """One TCP connection of a reader: handshake, then frames."""
+    """One TCP connection of a reader: handshake, then frames (or, for a Server-Sent
+    Events stream, a 200 and then events)."""
 
-    def __init__(self, target: Target, reader: Reader, request: bytes) -> None:
+    def __init__(self, target: Target, reader: Reader, request: bytes, stream: bool) -> None:
         self.target = target
         self.reader = reader
         self.request = request
+        self.stream = stream
         self.transport: asyncio.Transport | None = None
         self.head: bytes | None = b""  # None once the handshake is done
         self.frames = FrameReader()
+        self.events = EventSplitter()
         self.ready: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -167,6 +172,15 @@ class Conn(asyncio.Protocol):
             data = self._handshake(data)
             if not data:
                 return
+        if self.stream:
+            for kind, payload in self.events.feed(data):
+                if kind == b"close":
+                    self.reader.closed_by_server += 1
+                    self.reader.close_codes.append(json.loads(payload)["code"])
+                    self._fail("the server ended the stream")
+                elif self.target.on_text(self.reader, payload) and not self.ready.done():
+                    self.ready.set_result(time.time())
+            return
         for opcode, payload in self.frames.feed(data):
             if opcode == TEXT:
                 if self.target.on_text(self.reader, payload) and not self.ready.done():
@@ -184,7 +198,7 @@ class Conn(asyncio.Protocol):
             return b""
         status, _, rest = parsed
         self.head = None
-        if status != 101:
+        if status != (200 if self.stream else 101):
             self._fail(f"handshake answered {status}")
             return b""
         return rest
@@ -238,6 +252,7 @@ class Worker:
         concurrency: int = 0,
         time_limit: float = 60.0,
         since: bool = False,
+        stream: bool = False,
     ) -> dict[str, Any]:
         """Connect `count` new readers (or, with `since`, reconnect every existing reader
         with its cursor). Concurrency 0 means all at once, like a real reconnect storm."""
@@ -252,7 +267,7 @@ class Worker:
         began = time.time()
         results = await asyncio.gather(
             *(
-                self._open(tgt, r, host, port, path, sources, limit, time_limit, since)
+                self._open(tgt, r, host, port, path, sources, limit, time_limit, since, stream)
                 for r in readers
             )
         )
@@ -264,7 +279,7 @@ class Worker:
             retried = len(again)
             retries = await asyncio.gather(
                 *(
-                    self._open(tgt, r, host, port, path, sources, limit, time_limit, since)
+                    self._open(tgt, r, host, port, path, sources, limit, time_limit, since, stream)
                     for r in again
                 )
             )
@@ -292,17 +307,24 @@ class Worker:
         limit: asyncio.Semaphore,
         time_limit: float,
         since: bool,
+        stream: bool = False,
     ) -> float | str:
         if since and reader.epoch is not None:
             path = f"{path}&since={reader.cursor}"
-        request = client_request(host, port, path, new_key())
+        if stream:
+            request = stream_request(host, port, path)
+        else:
+            request = client_request(host, port, path, new_key())
         source = sources[reader.index % len(sources)]
         loop = asyncio.get_running_loop()
         async with limit:
             try:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: Conn(tgt, reader, request), host, port, local_addr=(source, 0)
+                        lambda: Conn(tgt, reader, request, stream),
+                        host,
+                        port,
+                        local_addr=(source, 0),
                     ),
                     time_limit,
                 )

@@ -11,6 +11,8 @@ TARGETS = {
     "handshakes_per_second": 5000,
     "posts_per_second": 2000,
     "post_p99_ms": 10.0,
+    "stream_cpu_ratio": 1.15,
+    "kb_per_stream": 8.0,
 }
 
 
@@ -53,6 +55,12 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, bool]]:
             storm["item_posted_while_away_received_by"] == n and storm["order_errors"] == 0,
         ),
         ("no reader saw a gap, duplicate or reorder", keep["errors"] == 0),
+        (
+            "streams: every reader got every item, in order",
+            all(r["streams"][t]["received"] == r["streams"][t]["expected"] for t in ("ws", "sse"))
+            and r["streams"]["burst"]["complete"]
+            and r["streams"]["health"]["errors"] == 0,
+        ),
         ("the hub closed no reader (keepalive answered)", keep["closed_by_server"] == 0),
         ("publisher: every post accepted", all(p["failed"] == 0 for p in r["publisher"]["sweep"])),
     ]
@@ -112,6 +120,24 @@ def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "ge",
         ),
         ("publisher, p99 ms", r["publisher"]["p99_ms"], f"<= {t['post_p99_ms']}", "le"),
+        (
+            "SSE CPU per delivery, x WebSocket",
+            r["streams"]["ratio"],
+            f"<= {t['stream_cpu_ratio']}",
+            "le",
+        ),
+        (
+            "RSS per idle SSE stream, KB",
+            r["streams"]["kb_per_stream"],
+            f"<= {t['kb_per_stream']}",
+            "le",
+        ),
+        (
+            "SSE burst of 20 (concurrent posts), s",
+            r["streams"]["burst"]["seconds_until_all"],
+            f"<= {t['burst_seconds']}",
+            "le",
+        ),
     ]
     out = []
     for name, value, target, how in rows:
@@ -219,6 +245,12 @@ def render(r: dict[str, Any]) -> str:
             f"Redis {p['redis_cpu_us_per_post']} us, hub {p['hub_cpu_us_per_post']} us"
             for p in pub["sweep"]
         ],
+        f"server-sent events: {r['streams']['readers']} streams beside "
+        f"{r['streams']['websocket_readers']} WebSocket readers: "
+        f"{r['streams']['sse']['us_per_delivery']} us per delivery against "
+        f"{r['streams']['ws']['us_per_delivery']} over WebSocket "
+        f"(x{r['streams']['ratio']}), {r['streams']['kb_per_stream']} KB per stream, "
+        f"burst of 20 in {r['streams']['burst']['seconds_until_all']} s",
         f"keepalive: ping every {r['keepalive']['ping_interval_s']} s, "
         f"{r['keepalive']['pings_answered']} pings answered, "
         f"{r['keepalive']['closed_by_server']} readers closed by the hub",

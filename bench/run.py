@@ -50,7 +50,7 @@ from .wire import bench_headline
 
 BURST = 20
 SOURCES_PER_POOL = 16
-HUB_POOL, FLOOR_POOL, STORM_POOL = 1, 2, 3
+HUB_POOL, FLOOR_POOL, STORM_POOL, STREAM_POOL, PEER_POOL = 1, 2, 3, 4, 5
 FLOOR_EPOCH = "f1oor000"
 STORM_TIME_LIMIT = 150.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -376,8 +376,10 @@ class Bench:
         sample = next((r["sample"] for r in replies if r["sample"]), "")
         return {"seqs": merged, "sample": sample, "health": _sum_health(replies)}
 
-    async def post_hub(self, seq: int, conn: HttpConnection | None = None) -> float:
-        posted = await self.poster.post(conn or self.post_conns[0], seq)
+    async def post_hub(
+        self, seq: int, conn: HttpConnection | None = None, edition: str = "en"
+    ) -> float:
+        posted = await self.poster.post(conn or self.post_conns[0], seq, edition=edition)
         if posted.status != 201:
             raise BenchError(f"posting item {seq} failed: {posted.status} {posted.body}")
         return posted.began
@@ -405,7 +407,17 @@ class Bench:
         message["item"]["headline"] = bench_headline(seq, time.time(), FILLER)
         return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
-    async def connect(self, target: str, port: int, pool: int, *, since: bool = False) -> dict:
+    async def connect(
+        self,
+        target: str,
+        port: int,
+        pool: int,
+        *,
+        since: bool = False,
+        path: str = "/ws?edition=en",
+        stream: bool = False,
+        readers: int | None = None,
+    ) -> dict:
         assert self.pool is not None
         commands = [
             {
@@ -413,7 +425,8 @@ class Bench:
                 "target": target,
                 "host": "127.0.0.1",
                 "port": port,
-                "path": "/ws?edition=en",
+                "path": path,
+                "stream": stream,
                 "count": share,
                 "sources": sources(pool),
                 "concurrency": 0 if since else self.options.connect_concurrency,
@@ -424,7 +437,7 @@ class Bench:
                 else self.options.timeout,
                 "since": since,
             }
-            for share in self.pool.shares(self.n)
+            for share in self.pool.shares(self.n if readers is None else readers)
         ]
         replies = await self.pool.each(commands)
         began = min(r["began"] for r in replies)
@@ -681,6 +694,93 @@ class Bench:
             self.profiler.wait(30)
         self.profiler = None
 
+    async def measure_streams(self) -> dict[str, Any]:
+        """N Server-Sent Events readers (edition ar) beside N/2 WebSocket readers (edition
+        en) on the same hub: memory per stream, then interleaved rounds of lone items to
+        each, so the two paths' CPU per delivery compare in the same minutes; then a burst
+        of 20 to the streams."""
+        assert self.pool is not None
+        peers = max(self.n // 2, 1)
+        before = rss_kb(self.hub.pid)
+        connect = await self.connect(
+            "sse", self.hub_port, STREAM_POOL, path="/sse?edition=ar", stream=True
+        )
+        if connect["failed"]:
+            raise BenchError(f"{connect['failed']} stream readers could not connect")
+        await asyncio.sleep(self.options.settle_seconds)
+        after = rss_kb(self.hub.pid)
+        peer = await self.connect("ws", self.hub_port, PEER_POOL, readers=peers)
+        if peer["failed"]:
+            raise BenchError(f"{peer['failed']} WebSocket readers could not connect")
+        rounds: dict[str, list[dict[str, Any]]] = {"ws": [], "sse": []}
+        for _ in range(self.options.rounds):
+            for target, edition in (("ws", "en"), ("sse", "ar")):
+                rounds[target].append(await self._edition_round(target, edition))
+        out: dict[str, Any] = {
+            "readers": self.n,
+            "websocket_readers": peers,
+            "rss_before_kb": before,
+            "rss_after_kb": after,
+            "kb_per_stream": round((after - before) / self.n, 2),
+            "connect": connect,
+        }
+        for target, done in rounds.items():
+            seqs = [seq for r in done for seq in r["seqs"]]
+            stats = await self.stats(target, seqs, latencies=True)
+            out[target] = {**_cpu_summary(done), **_latency_summary(stats["seqs"])}
+            out[target]["received"] = sum(e["count"] for e in stats["seqs"].values())
+            out[target]["expected"] = len(seqs) * (self.n if target == "sse" else peers)
+        out["ratio"] = round(out["sse"]["us_per_delivery"] / out["ws"]["us_per_delivery"], 3)
+        out["burst"] = await self._stream_burst()
+        out["health"] = await self.pool.health("sse")
+        return out
+
+    async def _edition_round(self, target: str, edition: str) -> dict[str, Any]:
+        assert self.pool is not None
+        frames0 = (await self.pool.health(target))["frames"]
+        cpu0, clients0, t0 = cpu_seconds(self.hub.pid), self.pool.cpu_seconds(), time.time()
+        seqs = []
+        for _ in range(self.options.messages):
+            seq = self.seq()
+            await self.post_hub(seq, edition=edition)
+            await self.wait(target, [seq])
+            seqs.append(seq)
+        cpu1, clients1, t1 = cpu_seconds(self.hub.pid), self.pool.cpu_seconds(), time.time()
+        frames1 = (await self.pool.health(target))["frames"]
+        readers = (await self.pool.health(target))["readers"]
+        return {
+            "cpu_seconds": cpu1 - cpu0,
+            "client_cpu_seconds": clients1 - clients0,
+            "seconds": t1 - t0,
+            "deliveries": frames1 - frames0,
+            "bench_deliveries": len(seqs) * readers,
+            "seqs": seqs,
+        }
+
+    async def _stream_burst(self) -> dict[str, Any]:
+        """20 items posted at once on 20 connections, until every stream reader has all."""
+        before = await self.pool.health("sse")  # type: ignore[union-attr]
+        seqs = [self.seq() for _ in range(BURST)]
+        t0 = time.time()
+        await asyncio.gather(
+            *(
+                self.post_hub(seq, conn, edition="ar")
+                for seq, conn in zip(seqs, self.post_conns, strict=True)
+            )
+        )
+        posted = time.time()
+        await self.wait("sse", seqs)
+        stats = await self.stats("sse", seqs)
+        after = stats["health"]
+        last = max(e["last"] for e in stats["seqs"].values())
+        return {
+            "items": BURST,
+            "posting_seconds": round(posted - t0, 4),
+            "seconds_until_all": round(last - t0, 4),
+            "complete": all(e["count"] == self.n for e in stats["seqs"].values()),
+            "order_errors": after["errors"] - before["errors"],
+        }
+
     # --- everything --------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
@@ -706,6 +806,9 @@ class Bench:
         r["keepalive"] = await self.keepalive_state()
         await self.pool.all({"cmd": "drop", "target": "hub"})
         r["publisher"] = await self.measure_publisher()
+        self._start_profiler("streams")
+        r["streams"] = await self.measure_streams()
+        self._stop_profiler()
         r["summary"] = report.summarize(r)
         return r
 

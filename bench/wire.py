@@ -43,6 +43,14 @@ def client_request(host: str, port: int, path: str, key: bytes) -> bytes:
     ).encode()
 
 
+def stream_request(host: str, port: int, path: str) -> bytes:
+    """A Server-Sent Events request, as EventSource sends it (without Origin)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
+        "Cache-Control: no-cache\r\n\r\n"
+    ).encode()
+
+
 def server_response(request: bytes) -> bytes | None:
     """The 101 answer to a client's handshake, or None when it is not one."""
     for line in request.split(b"\r\n"):
@@ -146,6 +154,32 @@ class FrameReader:
         if final:
             frames.append((self.fragment_opcode, b"".join(self.fragments)))
             self.fragments = []
+
+
+class EventSplitter:
+    """Incremental Server-Sent Events parser: bytes in, (event type, data) out. The hub
+    writes one `data:` line per event, so each block's data is that line."""
+
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        buf = self.buffer + data if self.buffer else data
+        blocks = buf.split(b"\n\n")
+        self.buffer = blocks.pop()
+        events: list[tuple[bytes, bytes]] = []
+        for block in blocks:
+            kind, payload = b"message", b""
+            for line in block.split(b"\n"):
+                if line.startswith(b"data: "):
+                    payload = line[6:]
+                elif line.startswith(b"event: "):
+                    kind = line[7:]
+            if payload:
+                events.append((kind, payload))
+        return events
 
 
 def close_code(payload: bytes) -> int | None:
