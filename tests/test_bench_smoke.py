@@ -28,6 +28,7 @@ CHECKS = {
     "no reader saw a gap, duplicate or reorder",
     "the hub closed no reader (keepalive answered)",
     "publisher: every post accepted",
+    "streams: every reader got every item, in order",
 }
 
 
@@ -62,6 +63,15 @@ def test_smoke_run_delivers_everything_in_order(tmp_path: Path) -> None:
     assert summary["correct"] is True
     assert {c["check"] for c in summary["checks"]} == CHECKS
     assert [c["check"] for c in summary["checks"] if c["ok"] is not True] == []
+
+    # The streams phase: every stream reader and every WebSocket peer got every item.
+    streams = results["streams"]
+    assert (streams["readers"], streams["websocket_readers"]) == (n, n // 2)
+    for path in ("sse", "ws"):
+        assert streams[path]["received"] == streams[path]["expected"] > 0, path
+        assert positive(streams[path]["us_per_delivery"]), path
+    assert positive(streams["ratio"]) and positive(streams["kb_per_stream"])
+    assert streams["burst"]["complete"] and streams["burst"]["order_errors"] == 0
 
     # Every reader got every event, once: deliveries are readers x events, both servers.
     fanout = results["fanout"]
