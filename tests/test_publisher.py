@@ -8,13 +8,15 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import Route
 
-from stack import Client, Stack
+from stack import Client, Stack, settings_for
 from ticker import items as rules
 from ticker.auth import create_token
 from ticker.brokers.base import Change
-from ticker.publisher import expiry_sweeper
+from ticker.brokers.embedded import EmbeddedBroker
+from ticker.publisher import CatchUnexpected, SecurityHeaders, create_app, expiry_sweeper
 
 
 @pytest.fixture
@@ -195,6 +197,15 @@ async def test_strict_security_headers(stack):
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert f"ws://127.0.0.1:{stack.settings.hub_port}" in csp
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_security_headers_wrap_the_whole_app(tmp_path):
+    """Outside Starlette's own error middleware too, so even its last-resort answer has them."""
+    app = create_app(settings_for(tmp_path), EmbeddedBroker(":memory:", editions=("en",)))
+    outermost = app.build_middleware_stack()
+    assert isinstance(outermost, SecurityHeaders)
+    assert isinstance(outermost.app, ServerErrorMiddleware)
+    assert isinstance(outermost.app.app, CatchUnexpected)
 
 
 async def test_expiry_removes_the_item_everywhere(stack):
