@@ -57,7 +57,7 @@ def test_defaults():
         ({"headline": "two\nlines"}, "headline", "one line"),
         ({"headline": "bell\x07"}, "headline", "control"),
         ({"headline": "spoof \u202e txet"}, "headline", "direction control"),
-        ({"headline": "lone \ud800 surrogate"}, "headline", "control"),
+        ({"headline": "lone \ud800 surrogate"}, "headline", "a lone surrogate (U+D800)"),
         ({"headline": 42}, "headline", "string"),
         ({"headline": "ok", "link": "javascript:alert(1)"}, "link", "http"),
         ({"headline": "ok", "link": "https://"}, "link", "http"),
@@ -179,3 +179,143 @@ def test_ninjs_mapping():
 def test_fingerprint_ignores_key_order():
     assert items.fingerprint({"a": 1, "b": 2}) == items.fingerprint({"b": 2, "a": 1})
     assert items.fingerprint({"a": 1}) != items.fingerprint({"a": 2})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        -1e20,
+        float("-inf"),
+        -1e308,
+        1e308,
+        float("inf"),
+        float("nan"),
+        True,
+        False,
+        -(10**400),
+        10**400,
+        0,
+        -0.0,
+        "60",
+        [60],
+        {"s": 60},
+    ],
+)
+def test_hostile_expiry_seconds_are_refused_by_name(value):
+    assert set(problems(lambda: create(headline="ok", expires_in=value))) == {"expires_in"}
+
+
+def test_expiry_seconds_within_the_window_are_kept():
+    assert create(headline="a", expires_in=0.5).expires == "2026-05-07T15:42:00.500Z"
+    assert create(headline="a", expires_in=LIMITS.max_expiry_seconds).expires is not None
+
+
+@pytest.mark.parametrize(
+    "invisible",
+    [
+        "\u200b",
+        "\u200c",
+        "\u200d",
+        "\ufeff",
+        "\u3164",
+        "\u2800",
+        "\u115f",
+        "\u1160",
+        "\uffa0",
+        "\u180e",
+        "\u2060",
+        "\u2061",
+        "\u2062",
+        "\u2063",
+        "\u2064",
+        "\ufe00",
+        "\ufe0f",
+        "\U000e0001",
+        "\U000e0020",
+        "\U000e007f",
+        "\U000e0100",
+        "\u00ad",
+        "\u034f",
+        "\u17b4",
+        "\u17b5",
+        "\u061c",
+        "\u200e",
+        "\u200f",
+        "\u3000\u200b",
+        "\u0301",
+        "\ue000",
+        "\U0001d173",
+        "\U0001bca0",
+    ],
+)
+def test_a_headline_or_source_must_show_something(invisible):
+    fields = problems(lambda: create(headline=invisible * 4))
+    assert fields == {"headline": "has no visible character"}
+    fields = problems(lambda: create(headline="ok", source=f" {invisible} "))
+    assert fields == {"source": "has no visible character"}
+    assert items.has_visible(f"{invisible}a{invisible}")
+
+
+@pytest.mark.parametrize(
+    "headline",
+    [
+        "Coders \U0001f469\u200d\U0001f4bb meet",  # a joiner inside an emoji sequence
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # a non-joiner inside Persian
+        "\u2764\ufe0f",  # an emoji with its variation selector
+        "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",  # a tag flag
+        "\ud55c\uad6d",  # Hangul syllables
+        "\u2014",  # one dash is something to see
+        "5",
+    ],
+)
+def test_invisible_characters_inside_visible_text_are_kept(headline):
+    assert create(headline=headline).headline == headline
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("two\nlines", "a line break (U+000A)"),
+        ("tab\there", "a tab (U+0009)"),
+        ("bell\x07", "a control character (U+0007)"),
+        ("nul\x00", "a null character (U+0000)"),
+        ("para\u2029graph", "a paragraph separator (U+2029)"),
+        ("lone \udc00", "a lone surrogate (U+DC00)"),
+    ],
+)
+def test_control_characters_are_named_in_words(text, words):
+    assert problems(lambda: create(headline=text))["headline"] == (
+        f"must be one line of plain text: found {words}"
+    )
+
+
+def test_direction_controls_are_named_in_words():
+    assert problems(lambda: create(headline="spoof \u202e txet"))["headline"] == (
+        "must not contain direction controls: found a right-to-left override (U+202E)"
+    )
+    assert (
+        "a first strong isolate (U+2068)"
+        in problems(lambda: create(headline="ok", source="x\u2068y"))["source"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("link", "words"),
+    [
+        ("https://news.example/\ud800", "a lone surrogate (U+D800)"),
+        ("https://\udfff.example/", "a lone surrogate (U+DFFF)"),
+        ("https://news.example/\u202egpj.exe", "a right-to-left override (U+202E)"),
+        ("https://news\u200b.example/", "a zero width space (U+200B)"),
+        ("https://news.example/a\u2028b", "a line separator (U+2028)"),
+        ("https://news.example/a\x00", "a null character (U+0000)"),
+    ],
+)
+def test_links_refuse_surrogates_controls_and_invisible_characters(link, words):
+    assert words in problems(lambda: create(headline="ok", link=link))["link"]
+
+
+def test_describe_names_any_character():
+    assert items.describe("\u2800") == "a braille pattern blank (U+2800)"
+    assert items.describe("\ue000") == "a private-use character (U+E000)"
+    assert items.describe("\U000e0fff") == "an unassigned code point (U+E0FFF)"
+    assert items.describe("\u00ad") == "a soft hyphen (U+00AD)"

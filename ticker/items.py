@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import unicodedata
 from collections.abc import Mapping
@@ -24,6 +25,56 @@ DEFAULT_URGENCY = 3  # "urgent" in the old wire ranking; 1 is a flash, 2 a bulle
 # Bidi embeddings, overrides and isolates let a headline reorder the text around it.
 # The widget isolates every headline itself, so these are refused rather than trusted.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+# Characters that draw nothing even though their category says letter, mark or symbol
+# (Hangul fillers, the braille blank, Khmer inherent vowels, Mongolian selectors, variation
+# selectors), plus the rest of Unicode's default-ignorable code points: a headline made only
+# of these would show as an empty bar.
+_INVISIBLE = frozenset(
+    chr(code)
+    for first, last in (
+        (0x00AD, 0x00AD),  # soft hyphen
+        (0x034F, 0x034F),  # combining grapheme joiner
+        (0x061C, 0x061C),  # Arabic letter mark
+        (0x115F, 0x1160),  # Hangul choseong and jungseong fillers
+        (0x17B4, 0x17B5),  # Khmer inherent vowels
+        (0x180B, 0x180F),  # Mongolian free variation selectors and vowel separator
+        (0x200B, 0x200F),  # zero width space, non-joiner, joiner; direction marks
+        (0x202A, 0x202E),  # bidi embeddings and overrides
+        (0x2060, 0x206F),  # word joiner, invisible operators, isolates, deprecated formats
+        (0x2800, 0x2800),  # braille pattern blank
+        (0x3164, 0x3164),  # Hangul filler
+        (0xFE00, 0xFE0F),  # variation selectors
+        (0xFEFF, 0xFEFF),  # zero width no-break space (byte order mark)
+        (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+        (0xFFF0, 0xFFF8),  # unassigned specials
+        (0x1BCA0, 0x1BCA3),  # shorthand format controls
+        (0x1D173, 0x1D17A),  # musical symbol formats
+        (0xE0000, 0xE0FFF),  # tags and variation selectors supplement
+    )
+    for code in range(first, last + 1)
+)
+
+# Names for the characters editors most often paste by accident, for error messages.
+_CHARACTER_NAMES = {
+    "\x00": "a null character",
+    "\t": "a tab",
+    "\n": "a line break",
+    "\x0b": "a vertical tab",
+    "\x0c": "a form feed",
+    "\r": "a carriage return",
+    "\x1b": "an escape character",
+    "\x7f": "a delete character",
+    "\x85": "a next-line character",
+    "\u2028": "a line separator",
+    "\u2029": "a paragraph separator",
+}
+_UNNAMED = {
+    "Cc": "a control character",
+    "Cs": "a lone surrogate",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point",
+}
 _POST_FIELDS = frozenset(
     {
         "edition",
@@ -205,8 +256,33 @@ def matches(item: Mapping[str, Any], region: str | None, category: str | None) -
     )
 
 
+def has_visible(text: str) -> bool:
+    """Whether the text draws anything: a letter, digit, punctuation mark or symbol that is
+    not one of the invisible fillers. Spaces, controls, format characters, marks on their
+    own, private-use and unassigned code points draw nothing (or nothing reliable)."""
+    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in _INVISIBLE for ch in text)
+
+
+def describe(ch: str) -> str:
+    """A character in words, for messages: "a line break (U+000A)",
+    "a right-to-left override (U+202E)"."""
+    code = f"U+{ord(ch):04X}"
+    words = _CHARACTER_NAMES.get(ch)
+    if words is None:
+        name = unicodedata.name(ch, "").lower()
+        if name:
+            words = f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+        else:
+            words = _UNNAMED.get(unicodedata.category(ch), "a character")
+    return f"{words} ({code})"
+
+
 def fingerprint(payload: Any) -> str:
-    """Identifies a request body, so a reused Idempotency-Key with other content is refused."""
+    """Identifies a request body, so a reused Idempotency-Key with other content is refused.
+
+    A key is scoped to one editor and one edition (the store keeps it in the edition's
+    keys), so the same key with a body for another edition is a separate request.
+    """
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
@@ -290,12 +366,12 @@ def _text(value: Any, max_len: int, *, required: bool) -> str | None:
         return None
     for ch in text:
         if ch in _BIDI_CONTROLS:
-            raise ValueError(f"must not contain the direction control U+{ord(ch):04X}")
+            raise ValueError(f"must not contain direction controls: found {describe(ch)}")
         category = unicodedata.category(ch)
         if category in ("Cc", "Cs", "Zl", "Zp"):
-            raise ValueError(
-                f"must be one line of plain text (found control character U+{ord(ch):04X})"
-            )
+            raise ValueError(f"must be one line of plain text: found {describe(ch)}")
+    if not has_visible(text):
+        raise ValueError("has no visible character")
     if len(text) > max_len:
         raise ValueError(f"must be at most {max_len} characters (got {len(text)})")
     return text
@@ -309,8 +385,11 @@ def _link(value: Any, max_len: int) -> str | None:
     link = value.strip()
     if len(link) > max_len:
         raise ValueError(f"must be at most {max_len} characters")
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in link):
-        raise ValueError("must not contain spaces or control characters")
+    for ch in link:
+        if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs", "Cf", "Zl", "Zp"):
+            raise ValueError(
+                f"must not contain spaces, control or invisible characters: found {describe(ch)}"
+            )
     try:
         parts = urlsplit(link)
     except ValueError:
@@ -355,7 +434,7 @@ def _expires_at(value: Any, limits: Limits, now: datetime | None) -> str | None:
         raise ValueError("must be an ISO 8601 date and time with a time zone")
     try:
         when = parse_time(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError("must be an ISO 8601 date and time with a time zone") from None
     if when.tzinfo is None:
         raise ValueError("must include a time zone, for example 2026-05-01T12:00:00Z")
@@ -365,8 +444,12 @@ def _expires_at(value: Any, limits: Limits, now: datetime | None) -> str | None:
 def _expires_in(value: Any, limits: Limits, now: datetime | None) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise ValueError("must be a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number of seconds")
+    if value <= 0:
+        raise ValueError("must be in the future: a positive number of seconds")
     if value > limits.max_expiry_seconds:
         raise ValueError(f"must be at most {limits.max_expiry_seconds} seconds")
     return _check_window((now or datetime.now(UTC)) + timedelta(seconds=value), limits, now)

@@ -61,10 +61,20 @@ class ApiError(Exception):
         self.headers = headers
 
     def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        body: dict[str, Any] = {"error": self.code, "message": _encodable(self.message)}
         if self.fields:
-            body["fields"] = self.fields
+            body["fields"] = {_encodable(k): _encodable(v) for k, v in self.fields.items()}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _encodable(text: str) -> str:
+    """Error texts echo what the editor sent, which may hold lone surrogates (valid in JSON
+    escapes, not in UTF-8): those are written out as the text `\\ud800`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -> Starlette:
@@ -102,17 +112,25 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
             if own_broker:
                 await broker.close()
 
-    return Starlette(
+    return _Publisher(
+        hub_url=settings.hub_url(),
         routes=routes,
-        middleware=[Middleware(SecurityHeaders, hub_url=settings.hub_url())],
-        exception_handlers={
-            ApiError: _api_error,
-            Exception: _unexpected,
-            404: _not_found,
-            405: _not_allowed,
-        },
+        middleware=[Middleware(CatchUnexpected)],
+        exception_handlers={ApiError: _api_error, 404: _not_found, 405: _not_allowed},
         lifespan=lifespan,
     )
+
+
+class _Publisher(Starlette):
+    """The app with `SecurityHeaders` outside everything, Starlette's own last-resort error
+    answer included, so no answer ever goes out without them."""
+
+    def __init__(self, *, hub_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hub_url = hub_url
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), hub_url=self.hub_url)
 
 
 def _pages(pages: dict[str, Path]) -> list[Route]:
@@ -220,8 +238,8 @@ class _Api:
             raise ApiError(
                 422,
                 "idempotency_key_reused",
-                "this Idempotency-Key was already used for a different item; "
-                "use a new key for a new item",
+                f"this Idempotency-Key was already used in edition {item.edition} for a "
+                "different item; use a new key for a new item",
             ) from None
         headers = {"Location": f"/api/items/{published.item.id}"}
         if published.replayed:
@@ -364,7 +382,7 @@ async def _read_json(request: Request, max_bytes: int) -> Any:
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the item as application/json")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     body = bytearray()
     async for chunk in request.stream():
@@ -392,13 +410,17 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return ApiError(
-        500,
-        "internal",
-        "the publisher failed unexpectedly; nothing was changed unless the item shows otherwise",
-    ).response()
+def _unexpected(method: str) -> Response:
+    if method in ("GET", "HEAD", "OPTIONS"):
+        message = "the publisher failed unexpectedly; nothing was changed"
+    else:
+        # The failure may have come after the store saved the change.
+        message = (
+            "the publisher failed unexpectedly; the change may or may not have been saved: "
+            "reload the item before trying again (a post retried with the same "
+            "Idempotency-Key lands only once)"
+        )
+    return ApiError(500, "internal", message).response()
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -409,6 +431,34 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return ApiError(
         405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path[:100]}"
     ).response()
+
+
+class CatchUnexpected:
+    """A bug in a handler becomes one log line with its traceback and a JSON 500, and the
+    connection stays open. (Starlette's own error middleware answers too, but then raises
+    again, and uvicorn drops the keep-alive connection when an app raises.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if started:
+                raise  # half an answer is out: only closing the connection can say so
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            await _unexpected(scope["method"])(scope, receive, send)
 
 
 class SecurityHeaders:
