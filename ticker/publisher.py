@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import catchup
 from . import items as rules
 from .auth import editor_for
 from .brokers.base import (
@@ -90,6 +91,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.get_item, methods=["GET"]),
         Route("/api/items/{item_id}", api.correct_item, methods=["PATCH"]),
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
+        Route("/api/events", api.events, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}),
         Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
     ]
@@ -202,6 +204,40 @@ class _Api:
         if params.get("format") == "ninjs":
             live = [rules.to_ninjs(Item.from_dict(i)) for i in live]
         return _public(JSONResponse({"edition": edition, "cursor": str(cursor), "items": live}))
+
+    async def events(self, request: Request) -> Response:
+        """What changed since a cursor: for readers that pull (docs/api.md)."""
+        params = request.query_params
+        unknown = sorted(set(params.keys()) - {"edition", "region", "category", "since", "limit"})
+        if unknown:
+            raise ApiError(400, "invalid_parameter", f"unknown parameter {unknown[0][:40]!r}")
+        if any(len(params.getlist(name)) > 1 for name in params):
+            raise ApiError(400, "invalid_parameter", "each parameter may be given once")
+        try:
+            wanted = {n: params.get(n) for n in ("edition", "region", "category", "since")}
+            subscription, since = parse_subscription(wanted, self.vocabulary)
+        except ProtocolError as exc:
+            raise ApiError(400, "invalid_parameter", exc.reason) from None
+        limit = _limit(params.get("limit"))
+        edition = subscription.edition
+        current, _ = await _call(self.broker.live(edition))
+        tag = catchup.etag(current)
+        headers = {"ETag": tag, "Cache-Control": "public, no-cache"}
+        if tag in _etags(request.headers.get("if-none-match")):
+            return _public(Response(status_code=304, headers=headers))
+        state = await _call(self.broker.state(edition))
+        answer = catchup.catch_up(
+            state,
+            subscription,
+            since,
+            limit=limit,
+            history=self.limits.history,
+            heartbeat=self.settings.heartbeat_interval,
+        )
+        headers["ETag"] = catchup.etag(state.cursor)
+        return _public(
+            Response(answer.body(edition), media_type="application/json", headers=headers)
+        )
 
     async def get_item(self, request: Request) -> Response:
         item = await self._live_item(request.path_params["item_id"])
@@ -395,6 +431,23 @@ async def _read_json(request: Request, max_bytes: int) -> Any:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return catchup.DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= catchup.MAX_LIMIT:
+        raise ApiError(
+            400, "invalid_parameter", f"limit must be a whole number from 1 to {catchup.MAX_LIMIT}"
+        )
+    return int(raw)
+
+
+def _etags(header: str | None) -> set[str]:
+    """The entity tags of an If-None-Match header (weak ones compare equal, RFC 9110)."""
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
+
+
 def _too_large(max_bytes: int) -> ApiError:
     return ApiError(413, "too_large", f"the body must be at most {max_bytes} bytes")
 
@@ -490,11 +543,11 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *self.headers,
-                    (b"cache-control", cache),
-                ]
+                headers = list(message.get("headers", []))
+                # A route that chose its own caching (feeds, catch-up) keeps it.
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", cache))
+                message["headers"] = [*headers, *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
