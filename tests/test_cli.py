@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from procs import free_port, stop
-
-TICKER = [sys.executable, "-m", "ticker.cli"]
-
-
-def ticker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TICKER, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def read_until(process: subprocess.Popen[str], needle: str, timeout: float = 10) -> str:
-    """Lines from a process's stdout until one contains `needle`."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        seen.append(line)
-        if needle in line:
-            return "".join(seen)
-    raise AssertionError(f"{needle!r} not seen in: {''.join(seen)!r}")
+from procs import TICKER, free_port, read_until, stop, ticker
 
 
 def test_token_lifecycle(tmp_path: Path):

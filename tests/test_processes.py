@@ -6,16 +6,12 @@ import asyncio
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
-from procs import free_port, stop
-from test_cli import ticker
+from procs import TICKER, free_port, stop, ticker
 
 from stack import Client
-
-TICKER = [sys.executable, "-m", "ticker.cli"]
 
 
 def wait_for(url: str, status: int, timeout: float = 15) -> None:
