@@ -489,19 +489,22 @@ def _resolve(
     values: dict[str, Any] = {}
     sources: dict[str, tuple[str, str]] = {}
     for row in table:
-        given = overrides.get(row.name)
-        if given is not None:
+        given: list[tuple[str, str, Any]] = []  # (source, as shown, value), the winner last
+        if row.env in env and (env[row.env].strip() or not row.blank_is_unset):
+            raw = env[row.env]
+            given.append((row.env, _show(raw), _read(row, raw, row.env)))
+        flagged = overrides.get(row.name)
+        if flagged is not None:
             source = row.flag or row.name
-            value = _read(row, given, source) if isinstance(given, str) else _normalise(given)
-            shown = _show(given)
-        elif row.env in env and (env[row.env].strip() or not row.blank_is_unset):
-            source, shown = row.env, _show(env[row.env])
-            value = _read(row, env[row.env], source)
-        else:
-            continue
-        _check(row, value, source, shown)
-        values[row.path] = value
-        sources[row.path] = (source, shown)
+            value = _read(row, flagged, source) if isinstance(flagged, str) else flagged
+            given.append((source, _show(flagged), _normalise(value)))
+        # A flag wins, but a bad variable under it is still refused: it is a mistake
+        # waiting for the day the flag is dropped.
+        for source, shown, value in given:
+            _check(row, value, source, shown)
+        if given:
+            source, shown, values[row.path] = given[-1]
+            sources[row.path] = (source, shown)
     return values, sources
 
 
