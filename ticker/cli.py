@@ -12,16 +12,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from . import aio, config, servers
+from . import aio, config
 from .api_client import ApiError, PublisherClient, Unreachable
 from .auth import TokenError, create_token
 from .brokers import make_broker
 from .brokers.base import Broker, BrokerError, BrokerMisconfigured, BrokerUnavailable
 from .config import Settings
-from .hub import Hub
-from .publisher import create_app
 from .supervisor import Supervisor, stop_with_parent
-from .tail import tail
+
+# The servers (uvicorn, Starlette, websockets) are imported once the settings are read, so
+# `--help` and a bad setting answer at once, without loading them.
 
 log = logging.getLogger("ticker")
 
@@ -164,6 +164,8 @@ def _server_flags(parser: argparse.ArgumentParser, *, publisher: bool, hub: bool
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {name: getattr(args, name, None) for name in SETTING_FLAGS}
     settings = config.from_env(**overrides)
+    from . import servers
+
     servers.setup_logging(settings.log_level)
     return settings
 
@@ -256,6 +258,10 @@ def _require_redis(settings: Settings, what: str) -> None:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    from . import servers
+    from .hub import Hub
+    from .publisher import create_app
+
     sock = servers.listen(settings.host, settings.port, backlog=settings.accept_backlog)
     settings = replace(settings, port=sock.getsockname()[1])  # the real one, if 0 asked any
     async with _started(make_broker(settings)) as broker:
@@ -290,6 +296,9 @@ def _print_urls(settings: Settings) -> None:
 
 
 async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
+    from . import servers
+    from .publisher import create_app
+
     _require_redis(settings, "publisher")
     reuse_port = args.worker_index is not None
     sock = servers.listen(
@@ -310,6 +319,9 @@ async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _hub(settings: Settings, args: argparse.Namespace) -> None:
+    from . import servers
+    from .hub import Hub
+
     _require_redis(settings, "hub")
     broker = make_broker(settings)
     # The hub keeps trying in the background; clients hear 1013 until it has the ticker.
@@ -382,6 +394,8 @@ def _post(args: argparse.Namespace) -> None:
 
 
 def _tail(args: argparse.Namespace) -> None:
+    from .tail import tail
+
     settings = config.client_from_env(hub_url=args.hub_url)
     aio.run(tail(settings.hub_url, args.edition, region=args.region, category=args.category))
 
