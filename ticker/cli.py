@@ -266,7 +266,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
     settings = replace(settings, port=sock.getsockname()[1])  # the real one, if 0 asked any
     async with _started(make_broker(settings)) as broker:
         hub = Hub(settings, broker)
-        await hub.start()
+        try:
+            await hub.start()
+        except BaseException:
+            await hub.stop()  # its tasks end before the store closes under them
+            raise
         settings = replace(settings, hub_port=hub.port)
         server = servers.web_server(settings, create_app(settings, broker, own_broker=False))
         web = asyncio.create_task(server.serve(sockets=[sock]))
@@ -328,11 +332,15 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
     await _start_or_retry(broker)
     index = args.worker_index
     hub = Hub(settings, broker, worker=index)
-    await hub.start(reuse_port=index is not None)
-    log.info("hub listening on %s", settings.hub_url())
-    await servers.until_signal()
-    await hub.stop()
-    await broker.close()
+    try:
+        await hub.start(reuse_port=index is not None)  # a port in use raises here
+        log.info("hub listening on %s", settings.hub_url())
+        await servers.until_signal()
+    finally:
+        # Also after a failed start: the hub's tasks and the store's follow must end, or
+        # the process would wait for them forever instead of exiting.
+        await hub.stop()
+        await broker.close()
 
 
 # --- tokens ----------------------------------------------------------------------------------
