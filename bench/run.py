@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ticker import aio
+from ticker import aio, config
 from ticker.events import parse_cursor
 
 from . import report
@@ -817,7 +817,7 @@ class Bench:
         assert self.pool is not None
         health = await self.pool.health("hub")
         return {
-            "ping_interval_s": float(os.environ.get("TICKER_PING_INTERVAL", 20)),
+            "ping_interval_s": config.from_env().ping_interval,
             "pings_answered": health["pings"],
             "closed_by_server": health["closed_by_server"],
             "close_codes": health["close_codes"],

@@ -4,40 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
-import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from procs import free_port, stop
+from procs import TICKER, free_port, read_until, stop, ticker
 
-TICKER = [sys.executable, "-m", "ticker.cli"]
-
-
-def ticker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TICKER, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def read_until(process: subprocess.Popen[str], needle: str, timeout: float = 10) -> str:
-    """Lines from a process's stdout until one contains `needle`."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        seen.append(line)
-        if needle in line:
-            return "".join(seen)
-    raise AssertionError(f"{needle!r} not seen in: {''.join(seen)!r}")
+from ticker import cli
+from ticker.brokers.base import BrokerMisconfigured
+from ticker.brokers.embedded import EmbeddedBroker
 
 
 def test_token_lifecycle(tmp_path: Path):
@@ -192,3 +171,223 @@ def test_a_port_in_use_is_one_clear_error(served, tmp_path: Path):
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
         assert str(ports[0] if ports[0] == port else ports[1]) in result.stderr
+
+
+# --- settings are checked before anything starts ---------------------------------------------
+
+BAD_SETTINGS = {
+    "TICKER_PORT=99999": "a port is 1-65535, or 0 for any free port",
+    "TICKER_HUB_PORT=99999": "a port is 1-65535, or 0 for any free port",
+    "TICKER_HISTORY=-5": "a whole number, 1 or more",
+    "TICKER_PING_INTERVAL=0": "a number of seconds above 0",
+    "TICKER_HUB_WORKERS=abc": "a whole number, 1 or more",
+    "TICKER_PING_TIMEOUT=30": "a number of seconds above 0, at most the ping interval (20)",
+    "TICKER_EDITIONS=' , '": "comma-separated lowercase language codes like en,ar,es or "
+    "pt-br, none twice",
+    "TICKER_COALESCE_MS=nan": "a number of milliseconds, 0 or more",
+}
+COMMANDS = {
+    "serve": ["serve"],
+    "publisher": ["publisher"],
+    "hub": ["hub"],
+    "token list": ["token", "list"],
+    "publisher --workers 2": ["publisher", "--workers", "2"],
+    "hub --workers 2": ["hub", "--workers", "2"],
+}
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This machine's environment without its TICKER_* settings, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+    return {**env, **settings}
+
+
+def run_all(runs: list[tuple[list[str], dict[str, str]]]) -> list[tuple[int, str, str, float]]:
+    """Run commands a few at a time: (exit code, stdout, stderr, seconds) for each."""
+
+    def one(run: tuple[list[str], dict[str, str]]) -> tuple[int, str, str, float]:
+        started = time.monotonic()
+        done = subprocess.run(
+            [*TICKER, *run[0]], capture_output=True, text=True, timeout=30, env=run[1]
+        )
+        return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, runs))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_process_refuses_a_bad_setting_with_one_line(command: str, tmp_path: Path):
+    # Redis is configured but nothing listens there: only the settings check can end these.
+    base = {"TICKER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    if command in ("serve", "token list"):
+        base = {"TICKER_DB": str(tmp_path / "t.db")}
+    runs = []
+    for assignment in BAD_SETTINGS:
+        name, _, value = assignment.partition("=")
+        runs.append((COMMANDS[command], clean_env(**base, **{name: value.strip("'")})))
+    for (assignment, accepted), (code, out, err, seconds) in zip(
+        BAD_SETTINGS.items(), run_all(runs), strict=True
+    ):
+        assert (code, err, out) == (2, f"ticker: {assignment} is not valid: {accepted}\n", "")
+        assert seconds < 10, (assignment, seconds)
+
+
+def test_bad_flags_are_one_line_naming_the_flag(tmp_path: Path):
+    redis = ["--redis-url", f"redis://127.0.0.1:{free_port()}/0"]
+    runs = [
+        (["serve", "--db", str(tmp_path / "t.db"), "--port", "99999"], "--port=99999", "a port"),
+        (["hub", *redis, "--workers", "abc"], "--workers=abc", "a whole number"),
+        (["publisher", *redis, "--workers", "0"], "--workers=0", "a whole number"),
+        (["hub", *redis, "--hub-port", "http"], "--hub-port=http", "a port"),
+        (["token", "list", "--redis-url", "localhost:6379"], "--redis-url=", "a URL"),
+        (["serve", "--db", str(tmp_path)], f"--db={tmp_path}", "a file path"),
+        (["post", "--url", "127.0.0.1", "--token", "t", "Hi"], "--url=127.0.0.1", "an http"),
+        (["tail", "--hub", "http://127.0.0.1/ws"], "--hub=http://127.0.0.1/ws", "a ws"),
+    ]
+    results = run_all([(args, clean_env()) for args, _, _ in runs])
+    for (args, named, accepted), (code, _, err, _) in zip(runs, results, strict=True):
+        assert code == 2, (args, err)
+        assert err.count("\n") == 1 and err.startswith(f"ticker: {named}"), err
+        assert f"is not valid: {accepted}" in err
+
+
+def test_help_works_whatever_the_settings():
+    env = clean_env(TICKER_HUB_WORKERS="abc", TICKER_PORT="99999", TICKER_URL="nowhere")
+    commands = [["--help"], ["hub", "--help"], ["publisher", "--help"], ["post", "--help"]]
+    for code, out, err, _ in run_all([(args, env) for args in commands]):
+        assert code == 0 and "usage: ticker" in out and err == ""
+
+
+def test_serve_with_port_zero_prints_the_ports_it_got(tmp_path: Path):
+    process = subprocess.Popen(
+        [*TICKER, "serve", "--db", str(tmp_path / "t.db"), "--port", "0", "--hub-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        banner = read_until(process, "WebSocket hub")
+        demo = next(line for line in banner.splitlines() if "demo page" in line).split()[-1]
+        assert ":0/" not in banner and ":0?" not in banner
+        assert httpx.get(demo, timeout=5).status_code == 200
+        hub = next(line for line in banner.splitlines() if "WebSocket hub" in line).split()[-1]
+        hub_port = int(hub.split(":")[2].split("/")[0])
+        assert httpx.get(f"http://127.0.0.1:{hub_port}/healthz", timeout=5).status_code == 200
+    finally:
+        stop(process)
+
+
+# --- a store that refuses us stops the process -----------------------------------------------
+
+
+class RefusingBroker(EmbeddedBroker):
+    """A store that answers but refuses us, as Redis does for a wrong password."""
+
+    async def start(self) -> None:
+        raise BrokerMisconfigured("Redis refused the password")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["token", "list"],
+        ["token", "create", "amal"],
+        ["serve", "--port", "0", "--hub-port", "0"],
+        ["publisher", "--port", "0", "--redis-url", "redis://127.0.0.1:1/0"],
+        ["hub", "--hub-port", "0", "--redis-url", "redis://127.0.0.1:1/0"],
+        ["hub", "--workers", "2", "--redis-url", "redis://127.0.0.1:1/0"],
+    ],
+    ids=" ".join,
+)
+def test_a_store_that_refuses_us_ends_the_command_with_one_line(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    monkeypatch.setattr(
+        cli, "make_broker", lambda settings: RefusingBroker(tmp_path / "t.db", editions=("en",))
+    )
+    for name in [k for k in os.environ if k.startswith("TICKER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*args, "--log-level", "critical"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "ticker: Redis refused the password\n"
+
+
+def refused_password_url(redis_url: str) -> str:
+    """The test Redis with a password it does not expect, once the Redis broker reports
+    that as BrokerMisconfigured."""
+    import asyncio
+
+    from ticker.brokers.redis import RedisBroker
+
+    url = redis_url.replace("redis://", "redis://:not-the-password@")
+
+    async def refused() -> bool:
+        broker = RedisBroker(url, editions=("en",))
+        try:
+            await broker.start()
+        except BrokerMisconfigured:
+            return True
+        except Exception:
+            return False
+        finally:
+            await broker.close()
+        return False
+
+    if not asyncio.run(refused()):
+        pytest.skip("the Redis broker does not report a refused password as misconfigured yet")
+    return url
+
+
+def test_every_process_stops_on_a_refused_password(redis_url: str):
+    url = refused_password_url(redis_url)
+    runs = [
+        ["token", "list", "--redis-url", url],
+        ["serve", "--redis-url", url, "--port", "0", "--hub-port", "0"],
+        ["publisher", "--redis-url", url, "--port", "0"],
+        ["hub", "--redis-url", url, "--hub-port", "0"],
+        ["hub", "--redis-url", url, "--workers", "2", "--hub-port", "0"],
+        ["publisher", "--redis-url", url, "--workers", "2", "--port", "0"],
+    ]
+    for args, (code, _, err, seconds) in zip(
+        runs, run_all([(args, clean_env()) for args in runs]), strict=True
+    ):
+        assert code == 2, (args, err)
+        assert err.count("\n") == 1 and err.startswith("ticker: "), (args, err)
+        assert "not-the-password" not in err
+        assert seconds < 10
+
+
+# --- the publisher's connections --------------------------------------------------------------
+
+
+def test_serve_closes_slow_connections_and_keeps_serving(tmp_path: Path):
+    port, hub_port = free_port(), free_port()
+    env = clean_env(TICKER_HEADER_TIMEOUT="1", TICKER_MAX_CONNECTIONS_PER_ADDRESS="30")
+    process = subprocess.Popen(
+        [*TICKER, "serve", "--db", str(tmp_path / "t.db"), "--port", str(port)]
+        + ["--hub-port", str(hub_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    slow: list[socket.socket] = []
+    try:
+        read_until(process, "Create an editor token")
+        for n in range(20):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" if n % 2 else b"GE")
+            slow.append(sock)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        for sock in slow:
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed by the server, well before 5 s
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
+        stop(process)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import signal
+import socket
 import subprocess
-import sys
 import time
 
 import httpx
-from procs import free_port, stop
-from test_cli import ticker
+from procs import TICKER, free_port, stop, ticker
 
 from stack import Client
-
-TICKER = [sys.executable, "-m", "ticker.cli"]
 
 
 def wait_for(url: str, status: int, timeout: float = 15) -> None:
@@ -153,3 +152,68 @@ async def test_publisher_workers_share_the_port(redis_url):
         assert await asyncio.to_thread(publisher.wait, 10) == 0
     finally:
         stop(publisher, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in found.split()]
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its reaper does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_hub_workers_stop_when_their_supervisor_is_killed(redis_url):
+    hub_port = free_port()
+    hub = subprocess.Popen(
+        [*TICKER, "hub", "--redis-url", redis_url, "--hub-port", str(hub_port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    workers: list[int] = []
+    try:
+        wait_for(f"http://127.0.0.1:{hub_port}/readyz", 200)
+        workers = children(hub.pid)
+        assert len(workers) == 2
+        hub.kill()  # SIGKILL: the supervisor gets no chance to stop anyone
+        hub.wait()
+        deadline = time.monotonic() + 5
+        while any(running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            await asyncio.sleep(0.05)
+    finally:
+        stop(hub, signal.SIGKILL)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_hub_worker_that_cannot_start_stops_the_supervisor(redis_url):
+    """Another program holds the hub port without SO_REUSEPORT: every worker fails to bind.
+    The supervisor tries a few times, with pauses, then stops and says why."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [*TICKER, "hub", "--redis-url", redis_url, "--hub-port", str(port), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert time.monotonic() - started < 45
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"ticker: hub worker [01] exited with code 1, 5 times in a row within 5 s of "
+        r"starting; stopping all workers",
+        last,
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr or "address" in result.stderr

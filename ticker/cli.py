@@ -5,33 +5,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
-import uvicorn
-
 from . import aio, config
+from .api_client import ApiError, PublisherClient, Unreachable
 from .auth import TokenError, create_token
 from .brokers import make_broker
-from .brokers.base import Broker, BrokerError, BrokerUnavailable
+from .brokers.base import Broker, BrokerError, BrokerMisconfigured, BrokerUnavailable
 from .config import Settings
-from .hub import Hub
-from .publisher import create_app
-from .tail import tail
+from .supervisor import Supervisor, stop_with_parent
+
+# The servers (uvicorn, Starlette, websockets) are imported once the settings are read, so
+# `--help` and a bad setting answer at once, without loading them.
 
 log = logging.getLogger("ticker")
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[None]]
+
+# Flags that set a field of Settings; each is declared once, in config.SETTINGS.
+SETTING_FLAGS = (
+    "redis_url",
+    "db_path",
+    "log_level",
+    "host",
+    "port",
+    "hub_host",
+    "hub_port",
+    "public_hub_url",
+    "allowed_origins",
+    "hub_workers",
+    "publisher_workers",
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,15 +52,22 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         args.run(args)
-    except config.ConfigError as exc:
-        raise SystemExit(f"ticker: {exc}") from None
+    except (config.ConfigError, BrokerMisconfigured) as exc:
+        # Nothing will change by trying again: one line, and the usage-error status.
+        print(f"ticker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as exc:  # most often: a port already in use
         raise SystemExit(f"ticker: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         pass
 
 
+# --- the command line ------------------------------------------------------------------------
+
+
 def _parser() -> argparse.ArgumentParser:
+    """Flags only: nothing here reads the environment, so a bad variable cannot break
+    `--help`. Settings are read when a command runs."""
     parser = argparse.ArgumentParser(prog="ticker", description=__doc__)
     commands = parser.add_subparsers(metavar="COMMAND")
 
@@ -61,13 +77,13 @@ def _parser() -> argparse.ArgumentParser:
 
     publisher = commands.add_parser("publisher", help="the HTTP API and console, on Redis")
     _server_flags(publisher, publisher=True, hub=False)
-    _worker_flags(publisher, "TICKER_PUBLISHER_WORKERS")
-    publisher.set_defaults(run=_supervised(_publisher))
+    _worker_flags(publisher, "publisher_workers")
+    publisher.set_defaults(run=_supervised("publisher", _publisher, "publisher_workers"))
 
     hub = commands.add_parser("hub", help="the WebSocket hub, on Redis")
     _server_flags(hub, publisher=False, hub=True)
-    _worker_flags(hub, "TICKER_HUB_WORKERS")
-    hub.set_defaults(run=_supervised(_hub))
+    _worker_flags(hub, "hub_workers")
+    hub.set_defaults(run=_supervised("hub", _hub, "hub_workers"))
 
     token = commands.add_parser("token", help="create, list and revoke editor tokens")
     token_commands = token.add_subparsers(metavar="ACTION", required=True)
@@ -92,98 +108,69 @@ def _parser() -> argparse.ArgumentParser:
     post.add_argument("--region", action="append", dest="regions")
     post.add_argument("--category", action="append", dest="categories")
     post.add_argument("--expires-in", type=int, metavar="SECONDS")
-    post.add_argument(
-        "--url",
-        default=os.environ.get("TICKER_URL", "http://127.0.0.1:8000"),
-        help="the publisher (env TICKER_URL)",
-    )
-    post.add_argument(
-        "--token", default=os.environ.get("TICKER_TOKEN"), help="an editor token (env TICKER_TOKEN)"
-    )
+    _flag(post, "url", "the publisher")
+    _flag(post, "token", "an editor token")
     post.set_defaults(run=_post)
 
     tail_cmd = commands.add_parser("tail", help="follow the live ticker in the terminal")
     tail_cmd.add_argument("--edition", "-e", default="en")
     tail_cmd.add_argument("--region")
     tail_cmd.add_argument("--category")
-    tail_cmd.add_argument(
-        "--hub",
-        default=os.environ.get("TICKER_HUB_URL", "ws://127.0.0.1:8001/ws"),
-        help="the hub's WebSocket URL (env TICKER_HUB_URL)",
-    )
+    _flag(tail_cmd, "hub_url", "the hub's WebSocket URL")
     tail_cmd.set_defaults(run=_tail)
     return parser
 
 
-def _worker_flags(parser: argparse.ArgumentParser, env: str) -> None:
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=int(os.environ.get(env) or 1),
-        help=f"processes sharing the port, one per core (env {env})",
-    )
+def _flag(parser: argparse.ArgumentParser, name: str, help: str, **kwargs: Any) -> None:
+    """The flag of setting `name`, as config.SETTINGS declares it. Its value stays text
+    until config reads it, so a bad flag gets the same one-line error as a bad variable."""
+    row = config.setting(name)
+    assert row.flag is not None, name
+    parser.add_argument(row.flag, dest=name, help=f"{help} (env {row.env})", **kwargs)
+
+
+def _worker_flags(parser: argparse.ArgumentParser, name: str) -> None:
+    _flag(parser, name, "processes sharing the port, one per core")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
 
 
 def _store_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--redis-url",
-        help="Redis URL (env TICKER_REDIS_URL); without it the embedded store is used",
-    )
-    parser.add_argument(
-        "--db",
-        type=Path,
-        dest="db_path",
-        help="embedded store file (env TICKER_DB, default ticker.db)",
-    )
-    parser.add_argument("--log-level", help="debug, info, warning (env TICKER_LOG_LEVEL)")
+    _flag(parser, "redis_url", "Redis URL; without it the embedded store is used")
+    _flag(parser, "db_path", "embedded store file, default ticker.db")
+    _flag(parser, "log_level", "debug, info, warning, error, critical")
 
 
 def _server_flags(parser: argparse.ArgumentParser, *, publisher: bool, hub: bool) -> None:
     _store_flags(parser)
     if publisher:
-        parser.add_argument("--host", help="publisher address (env TICKER_HOST)")
-        parser.add_argument("--port", type=int, help="publisher port (env TICKER_PORT)")
-    parser.add_argument("--hub-host", help="hub address (env TICKER_HUB_HOST)")
-    parser.add_argument("--hub-port", type=int, help="hub port (env TICKER_HUB_PORT)")
-    parser.add_argument(
-        "--public-hub-url", help="the hub URL browsers use (env TICKER_PUBLIC_HUB_URL)"
-    )
+        _flag(parser, "host", "publisher address")
+        _flag(parser, "port", "publisher port; 0 for any free port")
+    _flag(parser, "hub_host", "hub address")
+    _flag(parser, "hub_port", "hub port; 0 for any free port")
+    _flag(parser, "public_hub_url", "the hub URL browsers use")
     if hub:
-        parser.add_argument(
-            "--allowed-origin",
+        _flag(
+            parser,
+            "allowed_origins",
+            "an origin whose pages may connect, repeatable; '*' for any (comma-separated)",
             action="append",
-            dest="allowed_origins",
-            help="an origin whose pages may connect, repeatable; '*' for any "
-            "(env TICKER_ALLOWED_ORIGINS, comma-separated)",
         )
 
 
+# --- running a command -----------------------------------------------------------------------
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    names = (
-        "redis_url",
-        "db_path",
-        "log_level",
-        "host",
-        "port",
-        "hub_host",
-        "hub_port",
-        "public_hub_url",
-        "allowed_origins",
-    )
-    overrides: dict[str, Any] = {n: getattr(args, n, None) for n in names}
-    if overrides["allowed_origins"]:
-        overrides["allowed_origins"] = tuple(overrides["allowed_origins"])
+    overrides = {name: getattr(args, name, None) for name in SETTING_FLAGS}
     settings = config.from_env(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from . import servers
+
+    servers.setup_logging(settings.log_level)
     return settings
 
 
-def _run(
-    command: Callable[[Settings, argparse.Namespace], Awaitable[None]],
-) -> Callable[[argparse.Namespace], None]:
+def _run(command: Command) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
         settings = _settings(args)
         aio.run(command(settings, args))
@@ -191,10 +178,47 @@ def _run(
     return run
 
 
+def _supervised(name: str, command: Command, workers: str) -> Callable[[argparse.Namespace], None]:
+    """One process, or a supervisor of N worker processes that share the port through
+    SO_REUSEPORT, each with its own Redis connections: the kernel spreads connections over
+    them, so every core works."""
+
+    def run(args: argparse.Namespace) -> None:
+        settings = _settings(args)
+        if args.worker_index is not None:
+            if args.supervisor_pid is not None:
+                stop_with_parent(args.supervisor_pid)
+            aio.run(command(settings, args))
+            return
+        count = getattr(settings, workers)
+        if count <= 1:
+            aio.run(command(settings, args))
+            return
+        _require_redis(settings, name)
+        aio.run(_check_store(settings))  # a store that refuses us is one line, not N
+        supervisor_pid = str(os.getpid())
+
+        def worker(index: int) -> list[str]:
+            return [
+                *(sys.executable, "-m", "ticker.cli", *args.argv),
+                *("--worker-index", str(index), "--workers", "1"),
+                *("--supervisor-pid", supervisor_pid),
+            ]
+
+        code = Supervisor(name, worker, count, stop_timeout=settings.shutdown_grace + 10).run()
+        if code:
+            raise SystemExit(code)
+
+    return run
+
+
 @contextlib.asynccontextmanager
-async def _started(broker: Broker) -> Any:
+async def _started(broker: Broker) -> AsyncIterator[Broker]:
+    """The store, for a command that cannot work without it."""
     try:
         await broker.start()
+    except BrokerMisconfigured:
+        raise
     except BrokerError as exc:
         raise SystemExit(f"ticker: {exc}") from None
     try:
@@ -203,55 +227,58 @@ async def _started(broker: Broker) -> Any:
         await broker.close()
 
 
+async def _start_or_retry(broker: Broker) -> None:
+    """The store, for a server that starts anyway: an unreachable store answers 503 (and
+    /readyz says so) until it is back, while a store that refuses us stops the process."""
+    try:
+        await broker.start()
+    except BrokerUnavailable as exc:
+        log.warning("store unreachable at start-up, retrying: %s", exc)
+
+
+async def _check_store(settings: Settings) -> None:
+    broker = make_broker(settings)
+    try:
+        await _start_or_retry(broker)
+    finally:
+        await broker.close()
+
+
+def _require_redis(settings: Settings, what: str) -> None:
+    if not settings.redis_url:
+        print(
+            f"ticker {what} runs against Redis: pass --redis-url or set "
+            "TICKER_REDIS_URL (or use `ticker serve` for one process)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 # --- servers ---------------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, minus its own signal handling: ticker stops the hub and the publisher
-    together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _until_signal(*tasks: asyncio.Task[Any]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-
-
-def _uvicorn(settings: Settings, app: Any) -> _Server:
-    return _Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            ws="none",
-            lifespan="on",
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=2,
-            server_header=False,
-        )
-    )
-
-
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
-    sock = _listen(settings.host, settings.port)
+    from . import servers
+    from .hub import Hub
+    from .publisher import create_app
+
+    sock = servers.listen(settings.host, settings.port, backlog=settings.accept_backlog)
+    settings = replace(settings, port=sock.getsockname()[1])  # the real one, if 0 asked any
     async with _started(make_broker(settings)) as broker:
         hub = Hub(settings, broker)
-        await hub.start()
-        server = _uvicorn(settings, create_app(settings, broker, own_broker=False))
+        try:
+            await hub.start()
+        except BaseException:
+            await hub.stop()  # its tasks end before the store closes under them
+            raise
+        settings = replace(settings, hub_port=hub.port)
+        server = servers.web_server(settings, create_app(settings, broker, own_broker=False))
         web = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not web.done():  # noqa: ASYNC110 (uvicorn has no event)
             await asyncio.sleep(0.05)
         if server.started:
             _print_urls(settings)
-        await _until_signal(web)
+        await servers.until_signal(web)
         server.should_exit = True
         await hub.stop()
         await web
@@ -272,104 +299,48 @@ def _print_urls(settings: Settings) -> None:
     )
 
 
-def _require_redis(settings: Settings, what: str) -> None:
-    if not settings.redis_url:
-        raise SystemExit(
-            f"ticker {what} runs against Redis: pass --redis-url or set "
-            "TICKER_REDIS_URL (or use `ticker serve` for one process)"
-        )
-
-
 async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
+    from . import servers
+    from .publisher import create_app
+
     _require_redis(settings, "publisher")
-    server = _uvicorn(settings, create_app(settings, make_broker(settings)))
-    sock = _listen(settings.host, settings.port, reuse_port=args.worker_index is not None)
-    web = asyncio.create_task(server.serve(sockets=[sock]))
-    await _until_signal(web)
-    server.should_exit = True
-    await web
-
-
-def _supervised(
-    command: Callable[[Settings, argparse.Namespace], Awaitable[None]],
-) -> Callable[[argparse.Namespace], None]:
-    """One process, or a supervisor of `--workers` processes that share the port through
-    SO_REUSEPORT, each with its own Redis connections: the kernel spreads connections over
-    them, so every core works."""
-
-    def run(args: argparse.Namespace) -> None:
-        if args.workers <= 1 or args.worker_index is not None:
-            _run(command)(args)
-            return
-        settings = _settings(args)
-        _require_redis(settings, args.argv[0])
-        _supervise([sys.executable, "-m", "ticker.cli", *args.argv], args.workers)
-
-    return run
-
-
-def _supervise(command: list[str], count: int) -> None:
-    """Start the workers, start again any that dies, and pass SIGTERM/SIGINT on to all."""
-    workers = {i: _spawn_worker(command, i) for i in range(count)}
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in workers.values():
-            process.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("%s: %d workers", command[3], count)
-    while workers:
-        for index, process in list(workers.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            if stopping:
-                del workers[index]
-            else:
-                log.error("worker %d exited with %s; starting it again", index, code)
-                workers[index] = _spawn_worker(command, index)
-        time.sleep(0.2)
-
-
-def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """The publisher's listening socket, bound before anything starts, so a port in use is
-    one clear error. With `reuse_port`, sibling workers bind the same port."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reuse_port = args.worker_index is not None
+    sock = servers.listen(
+        settings.host, settings.port, backlog=settings.accept_backlog, reuse_port=reuse_port
+    )
+    # Started here rather than in the app's lifespan, so a store that refuses us stops the
+    # process instead of leaving a publisher that answers 503 forever.
+    broker = make_broker(settings)
+    await _start_or_retry(broker)
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(4096)
-    return sock
-
-
-def _spawn_worker(command: list[str], index: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*command, "--worker-index", str(index), "--workers", "1"])
+        server = servers.web_server(settings, create_app(settings, broker, own_broker=False))
+        web = asyncio.create_task(server.serve(sockets=[sock]))
+        await servers.until_signal(web)
+        server.should_exit = True
+        await web
+    finally:
+        await broker.close()
 
 
 async def _hub(settings: Settings, args: argparse.Namespace) -> None:
+    from . import servers
+    from .hub import Hub
+
     _require_redis(settings, "hub")
     broker = make_broker(settings)
-    try:
-        await broker.start()
-    except BrokerUnavailable as exc:
-        # The hub keeps trying in the background; clients hear 1013 until it has the ticker.
-        log.warning("store unreachable at start-up, retrying: %s", exc)
+    # The hub keeps trying in the background; clients hear 1013 until it has the ticker.
+    await _start_or_retry(broker)
     index = args.worker_index
     hub = Hub(settings, broker, worker=index)
-    await hub.start(reuse_port=index is not None)
-    log.info("hub listening on %s", settings.hub_url())
-    await _until_signal()
-    await hub.stop()
-    await broker.close()
+    try:
+        await hub.start(reuse_port=index is not None)  # a port in use raises here
+        log.info("hub listening on %s", settings.hub_url())
+        await servers.until_signal()
+    finally:
+        # Also after a failed start: the hub's tasks and the store's follow must end, or
+        # the process would wait for them forever instead of exiting.
+        await hub.stop()
+        await broker.close()
 
 
 # --- tokens ----------------------------------------------------------------------------------
@@ -379,6 +350,8 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> None:
     async with _started(make_broker(settings)) as broker:
         try:
             token = await create_token(broker.tokens, args.name)
+        except BrokerMisconfigured:
+            raise
         except (TokenError, BrokerError) as exc:
             raise SystemExit(f"ticker: {exc}") from None
     print(token)
@@ -402,52 +375,37 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _post(args: argparse.Namespace) -> None:
-    if not args.token:
+    settings = config.client_from_env(url=args.url, token=args.token)
+    if not settings.token:
         raise SystemExit("ticker post needs an editor token: --token or TICKER_TOKEN")
-    fields = {
-        "edition": args.edition,
-        "headline": args.headline,
-        "source": args.source,
-        "link": args.link,
-        "urgency": args.urgency,
-        "regions": args.regions,
-        "categories": args.categories,
-        "expires_in": args.expires_in,
-    }
-    body = json.dumps({k: v for k, v in fields.items() if v is not None}).encode()
-    key = str(uuid.uuid4())  # the same key on every retry: one item, however often we retry
-    for attempt in range(5):
-        request = urllib.request.Request(
-            f"{args.url.rstrip('/')}/api/items",
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Idempotency-Key": key,
-                "Authorization": f"Bearer {args.token}",
-            },
+    client = PublisherClient(
+        settings.url,
+        settings.token,
+        on_retry=lambda reason: print(f"# {reason}; retrying", file=sys.stderr),
+    )
+    try:
+        item = client.post_item(
+            args.edition,
+            args.headline,
+            source=args.source,
+            link=args.link,
+            urgency=args.urgency,
+            regions=args.regions,
+            categories=args.categories,
+            expires_in=args.expires_in,
         )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                item = json.load(response)
-                print(f"posted {item['id']} (version {item['version']})")
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code != 503:
-                detail = json.loads(exc.read() or b"{}")
-                raise SystemExit(
-                    f"ticker: {exc.code} {detail.get('message', exc.reason)}"
-                ) from None
-            reason = "the publisher's store is unavailable"
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-        print(f"# {reason}; retrying", file=sys.stderr)
-        time.sleep(min(2**attempt * 0.5, 5))
-    raise SystemExit("ticker: the item could not be posted; nothing was posted twice")
+    except ApiError as exc:
+        raise SystemExit(f"ticker: {exc.status} {exc.message}") from None
+    except Unreachable:
+        raise SystemExit("ticker: the item could not be posted; nothing was posted twice") from None
+    print(f"posted {item['id']} (version {item['version']})")
 
 
 def _tail(args: argparse.Namespace) -> None:
-    aio.run(tail(args.hub, args.edition, region=args.region, category=args.category))
+    from .tail import tail
+
+    settings = config.client_from_env(hub_url=args.hub_url)
+    aio.run(tail(settings.hub_url, args.edition, region=args.region, category=args.category))
 
 
 if __name__ == "__main__":

@@ -2,14 +2,25 @@
 
 Every knob lives here and nowhere else, so docs/configuration.md can list them all
 and the rest of the code receives its settings instead of reading globals.
+
+Each knob has one row in a table (`SETTINGS`): its environment variable, its flag if the
+command line has one, how the text is read and what values are accepted. A value that
+does not fit stops the process before anything starts, with one line that names where the
+value came from and what would be accepted: a typo in a deployment fails loudly at once
+instead of listening on the wrong port or dropping clients hours later.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import re
+import shlex
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_EDITIONS = ("en", "ar", "es")
 DEFAULT_REGIONS = (
@@ -33,6 +44,10 @@ DEFAULT_CATEGORIES = (
     "Environment",
 )
 RTL_EDITIONS = frozenset({"ar", "fa", "he", "ur"})
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Schemes the Redis broker can connect with today; redis+cluster and redis+sentinel join
+# this list when the broker learns them.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,9 @@ class Settings:
     shutdown_grace: float = 3.0
     hub_workers: int = 1
     publisher_workers: int = 1
+    header_timeout: float = 10.0  # the publisher: seconds to deliver complete request headers
+    keep_alive_timeout: float = 5.0  # the publisher: an idle keep-alive connection is closed
+    max_connections_per_address: int = 256  # the publisher: open connections per client IP
     log_level: str = "info"
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     limits: Limits = field(default_factory=Limits)
@@ -111,6 +129,15 @@ class Settings:
         return [None, *configured]
 
 
+@dataclass(frozen=True)
+class ClientSettings:
+    """What `ticker post` and `ticker tail` need: where the service is, and who posts."""
+
+    url: str = "http://127.0.0.1:8000"
+    token: str | None = None
+    hub_url: str = "ws://127.0.0.1:8001/ws"
+
+
 def _default_web_dir() -> Path:
     """web/ of the source tree, or the copy a wheel installs as ticker/web."""
     here = Path(__file__).resolve().parent
@@ -118,61 +145,410 @@ def _default_web_dir() -> Path:
     return source if source.is_dir() else here / "web"
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-# Environment variable -> (settings field, converter). docs/configuration.md mirrors this.
-_ENV: dict[str, tuple[str, object]] = {
-    "TICKER_HOST": ("host", str),
-    "TICKER_PORT": ("port", int),
-    "TICKER_HUB_HOST": ("hub_host", str),
-    "TICKER_HUB_PORT": ("hub_port", int),
-    "TICKER_REDIS_URL": ("redis_url", str),
-    "TICKER_DB": ("db_path", Path),
-    "TICKER_WEB_DIR": ("web_dir", Path),
-    "TICKER_ALLOWED_ORIGINS": ("allowed_origins", _split),
-    "TICKER_PUBLIC_HUB_URL": ("public_hub_url", str),
-    "TICKER_PING_INTERVAL": ("ping_interval", float),
-    "TICKER_PING_TIMEOUT": ("ping_timeout", float),
-    "TICKER_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
-    "TICKER_COALESCE_MS": ("coalesce_ms", float),
-    "TICKER_LOG_LEVEL": ("log_level", str),
-}
-_VOCAB_ENV = {
-    "TICKER_EDITIONS": "editions",
-    "TICKER_REGIONS": "regions",
-    "TICKER_CATEGORIES": "categories",
-}
-_LIMIT_ENV = {f"TICKER_{f.name.upper()}": f.name for f in fields(Limits)}
-
-
 class ConfigError(ValueError):
-    """A setting has a value the service cannot run with."""
+    """A setting has a value the service cannot run with. The message is one line that
+    names the variable or flag, the value and what is accepted."""
+
+    def __init__(self, source: str, value: str, accepted: str) -> None:
+        super().__init__(f"{source}={value} is not valid: {accepted}")
+        self.source = source
+        self.value = value
+        self.accepted = accepted
 
 
-def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Build settings from the environment, then apply flag values (which win)."""
-    env = os.environ if env is None else env
-    values: dict[str, object] = {}
-    for name, (attr, convert) in _ENV.items():
-        if env.get(name):
-            values[attr] = _convert(name, env[name], convert)
-    vocab = {attr: _split(env[name]) for name, attr in _VOCAB_ENV.items() if env.get(name)}
-    limits = {
-        attr: _convert(name, env[name], int) for name, attr in _LIMIT_ENV.items() if env.get(name)
-    }
-    values["vocabulary"] = replace(Vocabulary(), **vocab)
-    values["limits"] = replace(Limits(), **limits)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    settings = Settings(**values)  # type: ignore[arg-type]
-    if not settings.vocabulary.editions:
-        raise ConfigError("TICKER_EDITIONS must name at least one edition")
+# --- readers and checks ----------------------------------------------------------------------
+
+
+def _integer(raw: str) -> int:
+    return int(raw.strip())
+
+
+def _number(raw: str) -> float:
+    return float(raw.strip())
+
+
+def _word(raw: str) -> str:
+    return raw.strip()
+
+
+def _lower(raw: str) -> str:
+    return raw.strip().lower()
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list. Empty parts are kept, so the check can refuse them: `en,,ar`
+    is more likely a mistake than a wish."""
+    return tuple(part.strip() for part in raw.split(","))
+
+
+def _is_int(value: Any, low: int, high: int | None = None) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
+
+
+def _is_number(value: Any, low: float, *, inclusive: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return value >= low if inclusive else value > low
+
+
+def _positive_int(value: Any) -> bool:
+    return _is_int(value, 1)
+
+
+def _seconds(value: Any) -> bool:
+    return _is_number(value, 0, inclusive=False)
+
+
+def _port(value: Any) -> bool:
+    return _is_int(value, 0, 65535)
+
+
+def _host(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and not re.search(r"[\s/,]", value)
+
+
+def _url(schemes: Iterable[str]) -> Callable[[Any], bool]:
+    allowed = tuple(schemes)
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        parts = urlsplit(value)
+        return parts.scheme in allowed and (parts.scheme == "unix" or bool(parts.netloc))
+
+    return check
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _list_of(item: Callable[[str], bool]) -> Callable[[Any], bool]:
+    """A non-empty tuple of distinct strings, each passing `item`."""
+
+    def check(value: Any) -> bool:
+        return (
+            isinstance(value, tuple)
+            and len(value) > 0
+            and len(set(value)) == len(value)
+            and all(isinstance(v, str) and item(v) for v in value)
+        )
+
+    return check
+
+
+_EDITION = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})?")
+_ORIGIN = re.compile(r"https?://[^/\s,]+")
+
+
+def _edition(value: str) -> bool:
+    return bool(_EDITION.fullmatch(value))
+
+
+def _name(value: str) -> bool:
+    return bool(value) and value == value.strip() and "," not in value
+
+
+def _origin(value: str) -> bool:
+    return value == "*" or bool(_ORIGIN.fullmatch(value))
+
+
+def _origins(value: Any) -> bool:
+    return value == () or _list_of(_origin)(value)
+
+
+def _file_path(value: Any) -> bool:
+    return isinstance(value, Path) and not value.is_dir()
+
+
+def _dir_path(value: Any) -> bool:
+    return isinstance(value, Path) and not value.is_file()
+
+
+def _log_level(value: Any) -> bool:
+    return value in LOG_LEVELS
+
+
+def _token(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value) and value.isprintable())
+
+
+PORT = "a port is 1-65535, or 0 for any free port"
+SECONDS = "a number of seconds above 0"
+COUNT = "a whole number, 1 or more"
+NAMES = "comma-separated names, none empty, none twice"
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One knob: where it lives, where its value comes from and what it may be."""
+
+    path: str  # "port", "limits.history", "vocabulary.editions"
+    env: str
+    parse: Callable[[str], Any]
+    check: Callable[[Any], bool]
+    accepted: str
+    flag: str | None = None
+    blank_is_unset: bool = True  # TICKER_X= in a compose file means "use the default"
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition(".")[2]
+
+
+def _limit(f: Any) -> Setting:
+    if f.type == "float":
+        return Setting(f"limits.{f.name}", f"TICKER_{f.name.upper()}", _number, _seconds, SECONDS)
+    return Setting(f"limits.{f.name}", f"TICKER_{f.name.upper()}", _integer, _positive_int, COUNT)
+
+
+# docs/configuration.md mirrors this table; tests/test_docs.py checks that it does.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "TICKER_HOST", _word, _host, "a host name or IP address", "--host"),
+    Setting("port", "TICKER_PORT", _integer, _port, PORT, "--port"),
+    Setting("hub_host", "TICKER_HUB_HOST", _word, _host, "a host name or IP address", "--hub-host"),
+    Setting("hub_port", "TICKER_HUB_PORT", _integer, _port, PORT, "--hub-port"),
+    Setting(
+        "redis_url",
+        "TICKER_REDIS_URL",
+        _word,
+        _optional(_url(REDIS_SCHEMES)),
+        "a URL starting with redis://, rediss:// or unix://",
+        "--redis-url",
+    ),
+    Setting("db_path", "TICKER_DB", Path, _file_path, "a file path, not a directory", "--db"),
+    Setting("web_dir", "TICKER_WEB_DIR", Path, _dir_path, "a directory, not a file"),
+    Setting(
+        "allowed_origins",
+        "TICKER_ALLOWED_ORIGINS",
+        _names,
+        _origins,
+        "comma-separated origins like https://news.example (no path), or *",
+        "--allowed-origin",
+    ),
+    Setting(
+        "public_hub_url",
+        "TICKER_PUBLIC_HUB_URL",
+        _word,
+        _optional(_url(("ws", "wss"))),
+        "a URL starting with ws:// or wss://",
+        "--public-hub-url",
+    ),
+    Setting("ping_interval", "TICKER_PING_INTERVAL", _number, _seconds, SECONDS),
+    Setting("ping_timeout", "TICKER_PING_TIMEOUT", _number, _seconds, SECONDS),
+    Setting("heartbeat_interval", "TICKER_HEARTBEAT_INTERVAL", _number, _seconds, SECONDS),
+    Setting(
+        "coalesce_ms",
+        "TICKER_COALESCE_MS",
+        _number,
+        lambda v: _is_number(v, 0, inclusive=True),
+        "a number of milliseconds, 0 or more",
+    ),
+    Setting("fanout_chunk", "TICKER_FANOUT_CHUNK", _integer, _positive_int, COUNT),
+    Setting("handshake_timeout", "TICKER_HANDSHAKE_TIMEOUT", _number, _seconds, SECONDS),
+    Setting("accept_backlog", "TICKER_ACCEPT_BACKLOG", _integer, _positive_int, COUNT),
+    Setting(
+        "shutdown_grace",
+        "TICKER_SHUTDOWN_GRACE",
+        _number,
+        lambda v: _is_number(v, 0, inclusive=True),
+        "a number of seconds, 0 or more",
+    ),
+    Setting("hub_workers", "TICKER_HUB_WORKERS", _integer, _positive_int, COUNT, "--workers"),
+    Setting(
+        "publisher_workers",
+        "TICKER_PUBLISHER_WORKERS",
+        _integer,
+        _positive_int,
+        COUNT,
+        "--workers",
+    ),
+    Setting("header_timeout", "TICKER_HEADER_TIMEOUT", _number, _seconds, SECONDS),
+    Setting("keep_alive_timeout", "TICKER_KEEP_ALIVE_TIMEOUT", _number, _seconds, SECONDS),
+    Setting(
+        "max_connections_per_address",
+        "TICKER_MAX_CONNECTIONS_PER_ADDRESS",
+        _integer,
+        _positive_int,
+        COUNT,
+    ),
+    Setting(
+        "log_level",
+        "TICKER_LOG_LEVEL",
+        _lower,
+        _log_level,
+        f"one of {', '.join(LOG_LEVELS)}",
+        "--log-level",
+    ),
+    Setting(
+        "vocabulary.editions",
+        "TICKER_EDITIONS",
+        _names,
+        _list_of(_edition),
+        "comma-separated lowercase language codes like en,ar,es or pt-br, none twice",
+        blank_is_unset=False,
+    ),
+    Setting(
+        "vocabulary.regions",
+        "TICKER_REGIONS",
+        _names,
+        _list_of(_name),
+        NAMES,
+        blank_is_unset=False,
+    ),
+    Setting(
+        "vocabulary.categories",
+        "TICKER_CATEGORIES",
+        _names,
+        _list_of(_name),
+        NAMES,
+        blank_is_unset=False,
+    ),
+    *(_limit(f) for f in fields(Limits)),
+)
+
+CLIENT_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "url", "TICKER_URL", _word, _url(("http", "https")), "an http:// or https:// URL", "--url"
+    ),
+    Setting("token", "TICKER_TOKEN", _word, _token, "an editor token", "--token"),
+    Setting(
+        "hub_url", "TICKER_HUB_URL", _word, _url(("ws", "wss")), "a ws:// or wss:// URL", "--hub"
+    ),
+)
+
+# Environment variable -> its setting, by section (tests/test_docs.py reads these).
+_ENV = {s.env: s for s in SETTINGS if "." not in s.path}
+_VOCAB_ENV = {s.env: s for s in SETTINGS if s.path.startswith("vocabulary.")}
+_LIMIT_ENV = {s.env: s for s in SETTINGS if s.path.startswith("limits.")}
+_CLIENT_ENV = {s.env: s for s in CLIENT_SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    """The row for a field, by its name (`port`, `history`, `editions`, `url`)."""
+    for row in (*SETTINGS, *CLIENT_SETTINGS):
+        if row.name == name:
+            return row
+    raise KeyError(name)
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, then apply flag values (which win).
+
+    `overrides` are keyed by field name (`port`, `history`, `editions`; or whole `limits` and
+    `vocabulary` objects). A string is read as the flag would be; an error names the flag.
+    Raises ConfigError for the first value that is not accepted.
+    """
+    whole = {k: overrides.pop(k) for k in ("limits", "vocabulary") if k in overrides}
+    values, sources = _resolve(SETTINGS, os.environ if env is None else env, overrides)
+    top = {k: v for k, v in values.items() if "." not in k}
+    vocabulary = replace(
+        whole.get("vocabulary") or Vocabulary(),
+        **{k.partition(".")[2]: v for k, v in values.items() if k.startswith("vocabulary.")},
+    )
+    limits = replace(
+        whole.get("limits") or Limits(),
+        **{k.partition(".")[2]: v for k, v in values.items() if k.startswith("limits.")},
+    )
+    settings = Settings(**top, vocabulary=vocabulary, limits=limits)
+    for name in ("vocabulary", "limits"):
+        if name in whole:  # a whole object from code is held to the same rules
+            for row in SETTINGS:
+                if row.path.startswith(f"{name}.") and row.path not in sources:
+                    _check(row, _get(settings, row.path), f"{name}.{row.name}")
+    _check_together(settings, sources)
     return settings
 
 
-def _convert(name: str, raw: str, convert: object) -> object:
+def client_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> ClientSettings:
+    """Settings of the command-line clients (`ticker post`, `ticker tail`)."""
+    values, _ = _resolve(CLIENT_SETTINGS, os.environ if env is None else env, overrides)
+    return ClientSettings(**values)
+
+
+def _resolve(
+    table: tuple[Setting, ...], env: Mapping[str, str], overrides: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """Values that were given (by flag or environment), each read and checked, and where
+    each came from, as written there. Anything not given keeps the dataclass default."""
+    rows = {row.name: row for row in table}
+    unknown = set(overrides) - set(rows)
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    for row in table:
+        given: list[tuple[str, str, Any]] = []  # (source, as shown, value), the winner last
+        if row.env in env and (env[row.env].strip() or not row.blank_is_unset):
+            raw = env[row.env]
+            given.append((row.env, _show(raw), _read(row, raw, row.env)))
+        flagged = overrides.get(row.name)
+        if flagged is not None:
+            source = row.flag or row.name
+            value = _read(row, flagged, source) if isinstance(flagged, str) else flagged
+            given.append((source, _show(flagged), _normalise(value)))
+        # A flag wins, but a bad variable under it is still refused: it is a mistake
+        # waiting for the day the flag is dropped.
+        for source, shown, value in given:
+            _check(row, value, source, shown)
+        if given:
+            source, shown, values[row.path] = given[-1]
+            sources[row.path] = (source, shown)
+    return values, sources
+
+
+def _read(row: Setting, raw: str, source: str) -> Any:
     try:
-        return convert(raw)  # type: ignore[operator]
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+        return row.parse(raw)
+    except ValueError:
+        raise ConfigError(source, _show(raw), row.accepted) from None
+
+
+def _normalise(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check(row: Setting, value: Any, source: str, shown: str | None = None) -> None:
+    try:
+        ok = row.check(value)
+    except (TypeError, ValueError, OSError):
+        ok = False
+    if not ok:
+        raise ConfigError(source, _show(value) if shown is None else shown, row.accepted)
+
+
+def _check_together(settings: Settings, sources: dict[str, tuple[str, str]]) -> None:
+    """Rules between two settings. The error names the one that was given."""
+    if settings.ping_timeout > settings.ping_interval:
+        if "ping_timeout" in sources:
+            accepted = f"{SECONDS}, at most the ping interval ({settings.ping_interval:g})"
+            raise ConfigError(*sources["ping_timeout"], accepted)
+        accepted = f"{SECONDS}, at least the ping timeout ({settings.ping_timeout:g})"
+        raise ConfigError(*sources["ping_interval"], accepted)
+
+
+def _get(settings: Settings, path: str) -> Any:
+    value: Any = settings
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _show(value: Any) -> str:
+    """A value as it would be typed in a shell, so quotes show what was really there."""
+    if isinstance(value, list | tuple):
+        value = ",".join(map(str, value))
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return shlex.quote(str(value))
