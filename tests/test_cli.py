@@ -40,8 +40,8 @@ def test_token_lifecycle(tmp_path: Path):
 def test_publisher_and_hub_refuse_to_start_without_redis():
     for command in ("publisher", "hub"):
         result = ticker(command, env={"TICKER_REDIS_URL": ""})
-        # SystemExit with a message: exit code 1 and the sentence on stderr, nothing else.
-        assert result.returncode == 1, (command, result.returncode, result.stderr)
+        # A setting the command cannot run without: exit code 2, one sentence, nothing else.
+        assert result.returncode == 2, (command, result.returncode, result.stderr)
         assert result.stderr.strip() == (
             f"ticker {command} runs against Redis: pass --redis-url or set "
             "TICKER_REDIS_URL (or use `ticker serve` for one process)"
