@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ticker import aio
+from ticker import eventloop
 
 from .wire import (
     CLOSE,
@@ -441,7 +441,7 @@ async def serve_commands() -> None:
 
 
 def main() -> None:
-    aio.run(serve_commands())  # the same loop as the hub and the floor
+    eventloop.run(serve_commands())  # the same loop as the hub and the floor
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from ticker import aio
+from ticker import eventloop
 
 from .wire import server_frame, server_response
 
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--epoch", default="floor")
     args = parser.parse_args()
-    aio.run(run(args.port, args.epoch))  # the hub's own loop, so the two compare fairly
+    eventloop.run(run(args.port, args.epoch))  # the hub's own loop, so the two compare fairly
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ticker import aio, config
+from ticker import config, eventloop
 from ticker.events import parse_cursor
 
 from . import report
@@ -787,7 +787,7 @@ class Bench:
         r = self.results
         r["machine"] = machine()
         r["options"] = _public_options(self.options)
-        r["machine"]["client_event_loop"] = aio.loop_name()
+        r["machine"]["client_event_loop"] = eventloop.loop_name()
         await self.start()
         r["memory"] = await self.measure_memory()
         r["idle"] = await self.measure_idle()

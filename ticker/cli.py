@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from . import aio, config
+from . import config, eventloop
 from .api_client import ApiError, PublisherClient, Unreachable
 from .auth import TokenError, create_token
 from .brokers import make_broker
@@ -173,7 +173,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run(command: Command) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
         settings = _settings(args)
-        aio.run(command(settings, args))
+        eventloop.run(command(settings, args))
 
     return run
 
@@ -188,14 +188,14 @@ def _supervised(name: str, command: Command, workers: str) -> Callable[[argparse
         if args.worker_index is not None:
             if args.supervisor_pid is not None:
                 stop_with_parent(args.supervisor_pid)
-            aio.run(command(settings, args))
+            eventloop.run(command(settings, args))
             return
         count = getattr(settings, workers)
         if count <= 1:
-            aio.run(command(settings, args))
+            eventloop.run(command(settings, args))
             return
         _require_redis(settings, name)
-        aio.run(_check_store(settings))  # a store that refuses us is one line, not N
+        eventloop.run(_check_store(settings))  # a store that refuses us is one line, not N
         supervisor_pid = str(os.getpid())
 
         def worker(index: int) -> list[str]:
@@ -405,7 +405,7 @@ def _tail(args: argparse.Namespace) -> None:
     from .tail import tail
 
     settings = config.client_from_env(hub_url=args.hub_url)
-    aio.run(tail(settings.hub_url, args.edition, region=args.region, category=args.category))
+    eventloop.run(tail(settings.hub_url, args.edition, region=args.region, category=args.category))
 
 
 if __name__ == "__main__":
