@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import catchup
+from . import catchup, openapi
 from . import items as rules
 from .auth import editor_for
 from .brokers.base import (
@@ -35,6 +35,7 @@ from .brokers.base import (
 )
 from .config import RTL_EDITIONS, Settings
 from .items import Item, ItemError
+from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
 
 log = logging.getLogger("ticker.publisher")
@@ -92,6 +93,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.correct_item, methods=["PATCH"]),
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
         Route("/api/events", api.events, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}),
         Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
     ]
@@ -138,13 +140,25 @@ class _Publisher(Starlette):
 def _pages(pages: dict[str, Path]) -> list[Route]:
     """Routes for the HTML pages that are installed."""
 
-    def page(path: Path) -> Callable[[Request], Awaitable[Response]]:
+    def page(file: Path) -> Callable[[Request], Awaitable[Response]]:
+        @operation(
+            f"The {file.stem} page (HTML)",
+            responses={200: ("the page", None)},
+            tags=("pages",),
+        )
         async def endpoint(request: Request) -> Response:
-            return FileResponse(path, media_type="text/html; charset=utf-8")
+            return FileResponse(file, media_type="text/html; charset=utf-8")
 
         return endpoint
 
     return [Route(url, page(path)) for url, path in pages.items() if path.is_file()]
+
+
+# The vocabulary is configuration: openapi.document fills in the enums of these three.
+EDITION = query("edition", {"type": "string"}, "the edition, e.g. en", required=True)
+REGION = query("region", {"type": "string"}, "only items tagged with this region")
+CATEGORY = query("category", {"type": "string"}, "only items tagged with this category")
+FORMAT = query("format", {"type": "string", "enum": ["ninjs"]}, "ninjs: IPTC ninjs 2.2")
 
 
 class _Api:
@@ -153,16 +167,27 @@ class _Api:
         self.broker = broker
         self.vocabulary = settings.vocabulary
         self.limits = settings.limits
+        self._openapi: dict[str, Any] | None = None
 
     # --- public ---------------------------------------------------------------------------
 
+    @operation("Liveness: 200 while the process runs", responses={200: ("alive", ref("Status"))})
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    @operation(
+        "Readiness: 200 when the store answers",
+        responses={200: ("ready", ref("Status"))},
+        errors=(503,),
+    )
     async def readyz(self, request: Request) -> Response:
         await _call(self.broker.ping())
         return JSONResponse({"status": "ready"})
 
+    @operation(
+        "Editions, regions, categories, limits and the hub's URL",
+        responses={200: ("the configuration pages need", {"type": "object"})},
+    )
     async def config(self, request: Request) -> Response:
         vocab = self.vocabulary
         return _public(
@@ -186,6 +211,12 @@ class _Api:
             )
         )
 
+    @operation(
+        "The current ticker of an edition, newest first, with its cursor",
+        params=(EDITION, REGION, CATEGORY, FORMAT),
+        responses={200: ("the live items", ref("ItemList"))},
+        errors=(400, 503),
+    )
     async def list_items(self, request: Request) -> Response:
         params = request.query_params
         try:
@@ -205,6 +236,21 @@ class _Api:
             live = [rules.to_ninjs(Item.from_dict(i)) for i in live]
         return _public(JSONResponse({"edition": edition, "cursor": str(cursor), "items": live}))
 
+    @operation(
+        "What changed since a cursor (catch-up)",
+        params=(
+            EDITION,
+            query("since", {"type": "string"}, "the cursor of the last answer"),
+            REGION,
+            CATEGORY,
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most"),
+        ),
+        responses={
+            200: ("the events after the cursor, or a snapshot", ref("Events")),
+            304: ("nothing changed since the ETag sent in If-None-Match", None),
+        },
+        errors=(400, 503),
+    )
     async def events(self, request: Request) -> Response:
         """What changed since a cursor: for readers that pull (docs/api.md)."""
         params = request.query_params
@@ -239,6 +285,12 @@ class _Api:
             Response(answer.body(edition), media_type="application/json", headers=headers)
         )
 
+    @operation(
+        "One live item",
+        params=(path("item_id", "the item's id"), FORMAT),
+        responses={200: ("the item (or its ninjs form)", {"type": "object"})},
+        errors=(404, 503),
+    )
     async def get_item(self, request: Request) -> Response:
         item = await self._live_item(request.path_params["item_id"])
         body = (
@@ -248,11 +300,40 @@ class _Api:
         )
         return _public(JSONResponse(body))
 
+    @operation(
+        "This description (OpenAPI 3.1)",
+        responses={200: ("the OpenAPI document", {"type": "object"})},
+    )
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            described = [
+                (route.path, method, route.endpoint)
+                for route in request.app.routes
+                if isinstance(route, Route)  # every route but the static files' mount
+                for method in sorted((route.methods or set()) - {"HEAD"})
+            ]
+            self._openapi = openapi.document(described, self.settings)
+        return _public(JSONResponse(self._openapi))
+
     # --- editors --------------------------------------------------------------------------
 
+    @operation(
+        "The editor a token belongs to",
+        responses={200: ("the editor", {"type": "object", "required": ["editor"]})},
+        errors=(503,),
+        editor=True,
+    )
     async def whoami(self, request: Request) -> Response:
         return JSONResponse({"editor": await self._editor(request)})
 
+    @operation(
+        "Post an item",
+        body=ref("NewItem"),
+        responses={201: ("the item as posted (or as first posted, on a retry)", ref("Item"))},
+        errors=(400, 413, 415, 422, 503),
+        editor=True,
+        idempotent_post=True,
+    )
     async def post_item(self, request: Request) -> Response:
         editor = await self._editor(request)
         key = _idempotency_key(request)
@@ -283,6 +364,14 @@ class _Api:
         log.info("posted %s v%d by %s", item.id, published.item.version, editor)
         return JSONResponse(published.item.to_dict(), status_code=201, headers=headers)
 
+    @operation(
+        "Correct a live item: only the fields given change",
+        params=(path("item_id", "the item's id"),),
+        body=ref("Correction"),
+        responses={200: ("the corrected item", ref("Item"))},
+        errors=(400, 404, 409, 413, 415, 422, 503),
+        editor=True,
+    )
     async def correct_item(self, request: Request) -> Response:
         editor = await self._editor(request)
         payload = await _read_json(request, self.limits.body_max_bytes)
@@ -301,6 +390,13 @@ class _Api:
         log.info("corrected %s v%d by %s", item.id, item.version, editor)
         return JSONResponse(item.to_dict())
 
+    @operation(
+        "Withdraw a live item",
+        params=(path("item_id", "the item's id"),),
+        responses={200: ("the withdrawn item", ref("Item"))},
+        errors=(404, 409, 503),
+        editor=True,
+    )
     async def withdraw_item(self, request: Request) -> Response:
         editor = await self._editor(request)
         item_id = request.path_params["item_id"]
@@ -481,8 +577,18 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
+    # RFC 9110 asks for every method the resource serves, which may be several routes.
+    methods = {
+        method
+        for route in request.app.routes
+        if isinstance(route, Route) and route.path_regex.match(request.url.path)
+        for method in route.methods or ()
+    }
     return ApiError(
-        405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path[:100]}"
+        405,
+        "method_not_allowed",
+        f"{request.method} is not allowed on {request.url.path[:100]}",
+        headers={"Allow": ", ".join(sorted(methods))} if methods else None,
     ).response()
 
 
