@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import items as rules
+from . import ninjs
 from .auth import editor_for
 from .brokers.base import (
     Broker,
@@ -168,6 +169,7 @@ class _Api:
 
     async def list_items(self, request: Request) -> Response:
         params = request.query_params
+        render = _renderer(params.get("format"))
         try:
             wanted = {name: params.get(name) for name in ("edition", "region", "category")}
             subscription, _ = parse_subscription(wanted, self.vocabulary)
@@ -181,17 +183,14 @@ class _Api:
         cursor, live = await _call(self.broker.live(edition))
         live = [i for i in live if rules.matches(i, region, category)]
         live.sort(key=lambda i: i["created"], reverse=True)
-        if params.get("format") == "ninjs":
-            live = [rules.to_ninjs(Item.from_dict(i)) for i in live]
+        if render:
+            live = [render(Item.from_dict(i)) for i in live]
         return _public(JSONResponse({"edition": edition, "cursor": str(cursor), "items": live}))
 
     async def get_item(self, request: Request) -> Response:
+        render = _renderer(request.query_params.get("format"))
         item = await self._live_item(request.path_params["item_id"])
-        body = (
-            rules.to_ninjs(item)
-            if request.query_params.get("format") == "ninjs"
-            else item.to_dict()
-        )
+        body = render(item) if render else item.to_dict()
         return _public(JSONResponse(body))
 
     # --- editors --------------------------------------------------------------------------
@@ -335,6 +334,13 @@ async def _call(awaitable: Awaitable[T]) -> T:
             f"the ticker store is unreachable; retry shortly ({exc})",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
+
+
+def _renderer(fmt: str | None) -> Callable[[Item], dict[str, Any]] | None:
+    try:
+        return ninjs.renderer(fmt)
+    except ninjs.UnknownFormat as exc:
+        raise ApiError(400, "invalid_parameter", str(exc), fields={"format": "unknown"}) from None
 
 
 def _validated(build: Callable[[], T]) -> T:
