@@ -23,8 +23,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import feeds, ninjs
 from . import items as rules
-from . import ninjs
 from .auth import editor_for
 from .brokers.base import (
     Broker,
@@ -81,6 +81,9 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.get_item, methods=["GET"]),
         Route("/api/items/{item_id}", api.correct_item, methods=["PATCH"]),
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
+        Route("/feeds/{edition}.rss", api.feed_rss, methods=["GET"]),
+        Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
+        Route("/feeds/{edition}.json", api.feed_json, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}),
         Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
     ]
@@ -134,6 +137,7 @@ class _Api:
         self.broker = broker
         self.vocabulary = settings.vocabulary
         self.limits = settings.limits
+        self.freshness = feeds.Freshness()
 
     # --- public ---------------------------------------------------------------------------
 
@@ -192,6 +196,39 @@ class _Api:
         item = await self._live_item(request.path_params["item_id"])
         body = render(item) if render else item.to_dict()
         return _public(JSONResponse(body))
+
+    async def feed_rss(self, request: Request) -> Response:
+        return await self._feed(request, "rss")
+
+    async def feed_atom(self, request: Request) -> Response:
+        return await self._feed(request, "atom")
+
+    async def feed_json(self, request: Request) -> Response:
+        return await self._feed(request, "json")
+
+    async def _feed(self, request: Request, kind: str) -> Response:
+        try:
+            query = feeds.parse_query(
+                request.path_params["edition"], request.query_params.multi_items(), self.vocabulary
+            )
+        except feeds.FeedRequestError as exc:
+            code = "not_found" if exc.status == 404 else "invalid_parameter"
+            raise ApiError(exc.status, code, exc.reason) from None
+        cursor, live = await _call(self.broker.live(query.edition))
+        answer = feeds.answer(
+            kind,
+            query,
+            cursor,
+            live,
+            request_headers=request.headers,
+            base_url=str(request.base_url),
+            self_url=str(request.url),
+            now=datetime.now(UTC),
+            freshness=self.freshness,
+        )
+        return Response(
+            answer.body, answer.status, headers=answer.headers, media_type=answer.media_type
+        )
 
     # --- editors --------------------------------------------------------------------------
 
@@ -446,10 +483,13 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                # A response that chose its own caching (the feeds) keeps it.
+                own = any(name.lower() == b"cache-control" for name, _ in headers)
                 message["headers"] = [
-                    *message.get("headers", []),
+                    *headers,
                     *self.headers,
-                    (b"cache-control", cache),
+                    *([] if own else [(b"cache-control", cache)]),
                 ]
             await send(message)
 
