@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import feeds, ninjs
+from . import feeds, live_page, ninjs
 from . import items as rules
 from .auth import editor_for
 from .brokers.base import (
@@ -84,6 +84,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/feeds/{edition}.rss", api.feed_rss, methods=["GET"]),
         Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
         Route("/feeds/{edition}.json", api.feed_json, methods=["GET"]),
+        Route("/live/{edition}", api.live, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}),
         Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
     ]
@@ -206,14 +207,17 @@ class _Api:
     async def feed_json(self, request: Request) -> Response:
         return await self._feed(request, "json")
 
+    async def live(self, request: Request) -> Response:
+        query = self._feed_query(request)
+        _, live = await _call(self.broker.live(query.edition))
+        now = datetime.now(UTC)
+        html = live_page.render(
+            query, feeds.select(live, query, now), base_url=str(request.base_url), now=now
+        )
+        return HTMLResponse(html, headers={"Cache-Control": feeds.CACHE_CONTROL})
+
     async def _feed(self, request: Request, kind: str) -> Response:
-        try:
-            query = feeds.parse_query(
-                request.path_params["edition"], request.query_params.multi_items(), self.vocabulary
-            )
-        except feeds.FeedRequestError as exc:
-            code = "not_found" if exc.status == 404 else "invalid_parameter"
-            raise ApiError(exc.status, code, exc.reason) from None
+        query = self._feed_query(request)
         cursor, live = await _call(self.broker.live(query.edition))
         answer = feeds.answer(
             kind,
@@ -229,6 +233,15 @@ class _Api:
         return Response(
             answer.body, answer.status, headers=answer.headers, media_type=answer.media_type
         )
+
+    def _feed_query(self, request: Request) -> feeds.FeedQuery:
+        try:
+            return feeds.parse_query(
+                request.path_params["edition"], request.query_params.multi_items(), self.vocabulary
+            )
+        except feeds.FeedRequestError as exc:
+            code = "not_found" if exc.status == 404 else "invalid_parameter"
+            raise ApiError(exc.status, code, exc.reason) from None
 
     # --- editors --------------------------------------------------------------------------
 
