@@ -155,6 +155,7 @@ async def test_arabic_page_is_right_to_left(stack):
     bar = doc.xpath("//*[@data-ticker]")[0]
     assert (bar.get("data-edition"), bar.get("data-region")) == ("ar", "MENA")
     assert doc.xpath("//h1")[0].text.startswith("عاجل")
+    assert doc.xpath("//time/@dir") == ["ltr"]  # the numeric date is not reordered
 
 
 async def test_changes_show_and_errors_are_explained(stack):

@@ -108,7 +108,8 @@ def _entry(item: Item) -> str:
     return (
         f'      <li class="live-item{urgency}" id="{escape(item.id)}">'
         f'<p class="live-line">{source}<span class="live-headline">{headline}</span></p> '
-        f'<time datetime="{escape(item.created)}">{stamp:%Y-%m-%d %H:%M} UTC</time></li>'
+        # A numeric date reads left to right on a right-to-left page too.
+        f'<time datetime="{escape(item.created)}" dir="ltr">{stamp:%Y-%m-%d %H:%M} UTC</time></li>'
     )
 
 
