@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import feedparser
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.provisional import urls
 
 from stack import Stack
 from ticker import feeds, items
@@ -360,3 +364,39 @@ async def test_conditional_get(stack):
     # The API still says no-store: only the feeds chose their own caching.
     listing = await stack.http.get("/api/items", params={"edition": "en"})
     assert listing.headers["cache-control"] == "no-store"
+
+
+# --- any text, any link ------------------------------------------------------------------
+
+ANY_TEXT = st.text(min_size=1, max_size=120)
+ARABIC = st.text(st.characters(min_codepoint=0x0600, max_codepoint=0x06FF), min_size=1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    edition=st.sampled_from(["en", "ar", "es"]),
+    headlines=st.lists(ANY_TEXT | ARABIC, min_size=1, max_size=4),
+    source=st.none() | ANY_TEXT,
+    link=st.none() | urls() | st.builds(lambda t: f"https://news.example/{t}", ANY_TEXT),
+)
+def test_any_item_makes_well_formed_feeds(edition, headlines, source, link):
+    """Whatever the text (even what the item rules would refuse), every feed still parses."""
+    live = [
+        replace(
+            make(headline="x"),
+            id=f"{edition}-{n}",
+            edition=edition,
+            headline=h,
+            source=source,
+            link=link,
+        )
+        for n, h in enumerate(headlines)
+    ]
+    for kind in ("rss", "atom"):
+        parsed = feedparser.parse(render(kind, live))
+        assert not parsed.bozo, parsed.get("bozo_exception")
+        assert parsed.feed.language == edition
+        assert [e.id for e in parsed.entries] == [f"urn:ticker:{edition}:{i.id}" for i in live]
+    doc = json.loads(render("json", live))
+    json_feed_ok(doc)
+    assert [i["title"] for i in doc["items"]] == headlines
