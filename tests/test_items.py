@@ -1,4 +1,4 @@
-"""Item rules: validation, correction, withdrawal, expiry and the ninjs mapping."""
+"""Item rules: validation, correction, withdrawal and expiry."""
 
 from __future__ import annotations
 
@@ -151,29 +151,6 @@ def test_withdraw_and_expire():
 def test_round_trip_through_json():
     item = create(headline="ok", regions=["Europe"])
     assert items.Item.from_dict(item.to_dict()) == item
-
-
-def test_ninjs_mapping():
-    item = create(
-        headline="Ushakov: talks stay confidential",
-        source="Ushakov",
-        urgency=2,
-        link="https://news.example/u",
-        regions=["Europe"],
-        categories=["Politics"],
-        expires_in=3600,
-    )
-    ninjs = items.to_ninjs(item)
-    assert ninjs["uri"] == f"urn:ticker:en:{item.id}"
-    assert ninjs["pubstatus"] == "usable" and ninjs["urgency"] == 2
-    assert ninjs["headlines"] == [
-        {"role": "main", "value": item.headline, "contenttype": "text/plain"}
-    ]
-    assert ninjs["places"] == [{"name": "Europe"}]
-    assert ninjs["subjects"] == [{"name": "Politics"}]
-    assert ninjs["by"] == "Ushakov" and ninjs["language"] == "en"
-    assert ninjs["expires"] == item.expires and ninjs["versioncreated"] == item.updated
-    assert items.to_ninjs(items.withdraw(item, editor="x"))["pubstatus"] == "canceled"
 
 
 def test_fingerprint_ignores_key_order():

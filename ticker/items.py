@@ -1,4 +1,4 @@
-"""The item and its rules: validation, correction, withdrawal, expiry, ninjs.
+"""The item and its rules: validation, correction, withdrawal, expiry.
 
 Plain functions over plain data, with no I/O, so every rule is testable on its own
 and the publisher, the brokers and the hub all agree on what an item is.
@@ -285,30 +285,6 @@ def fingerprint(payload: Any) -> str:
     """
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def to_ninjs(item: Item, *, base_uri: str = "urn:ticker") -> dict[str, Any]:
-    """The item as an IPTC ninjs 2.x object (docs/items.md explains the mapping)."""
-    ninjs: dict[str, Any] = {
-        "uri": f"{base_uri}:{item.edition}:{item.id}",
-        "type": "text",
-        "version": str(item.version),
-        "firstcreated": item.created,
-        "versioncreated": item.updated,
-        "pubstatus": "usable" if item.live else "canceled",
-        "urgency": item.urgency,
-        "language": item.edition,
-        "headlines": [{"role": "main", "value": item.headline, "contenttype": "text/plain"}],
-        "subjects": [{"name": c} for c in item.categories],
-        "places": [{"name": r} for r in item.regions],
-    }
-    if item.source:
-        ninjs["by"] = item.source
-    if item.expires:
-        ninjs["expires"] = item.expires
-    if item.link:
-        ninjs["links"] = [{"href": item.link, "rel": "canonical", "contenttype": "text/html"}]
-    return ninjs
 
 
 # --- field rules ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ ERROR_CODES = {
 def operation(
     summary: str,
     *,
-    responses: dict[int, tuple[str, dict[str, Any] | None]],
+    responses: dict[int, tuple[str, dict[str, Any] | None] | tuple[str, dict[str, Any], str]],
     errors: Iterable[int] = (),
     params: Iterable[dict[str, Any]] = (),
     body: dict[str, Any] | None = None,
@@ -58,10 +58,10 @@ def operation(
                 "content": {"application/json": {"schema": body}},
             }
         answers: dict[str, Any] = {}
-        for status, (text, schema) in responses.items():
+        for status, (text, schema, *media) in responses.items():
             answer: dict[str, Any] = {"description": text}
             if schema is not None:
-                answer["content"] = {"application/json": {"schema": schema}}
+                answer["content"] = {(media or ["application/json"])[0]: {"schema": schema}}
             answers[str(status)] = answer
         for status in (*errors, *((401,) if editor else ())):
             answers[str(status)] = {"$ref": f"#/components/responses/E{status}"}

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import catchup, openapi
+from . import catchup, feeds, live_page, ninjs, openapi
 from . import items as rules
 from .auth import editor_for
 from .brokers.base import (
@@ -94,6 +94,10 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
         Route("/api/events", api.events, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/feeds/{edition}.rss", api.feed_rss, methods=["GET"]),
+        Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
+        Route("/feeds/{edition}.json", api.feed_json, methods=["GET"]),
+        Route("/live/{edition}", api.live, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}),
         Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
     ]
@@ -143,7 +147,7 @@ def _pages(pages: dict[str, Path]) -> list[Route]:
     def page(file: Path) -> Callable[[Request], Awaitable[Response]]:
         @operation(
             f"The {file.stem} page (HTML)",
-            responses={200: ("the page", None)},
+            responses={200: ("the page", {"type": "string"}, "text/html")},
             tags=("pages",),
         )
         async def endpoint(request: Request) -> Response:
@@ -158,7 +162,11 @@ def _pages(pages: dict[str, Path]) -> list[Route]:
 EDITION = query("edition", {"type": "string"}, "the edition, e.g. en", required=True)
 REGION = query("region", {"type": "string"}, "only items tagged with this region")
 CATEGORY = query("category", {"type": "string"}, "only items tagged with this category")
-FORMAT = query("format", {"type": "string", "enum": ["ninjs"]}, "ninjs: IPTC ninjs 2.2")
+FORMAT = query(
+    "format",
+    {"type": "string", "enum": ["ninjs", "ninjs3"]},
+    "ninjs: IPTC ninjs 2.2; ninjs3: IPTC ninjs 3.1",
+)
 
 
 class _Api:
@@ -168,6 +176,7 @@ class _Api:
         self.vocabulary = settings.vocabulary
         self.limits = settings.limits
         self._openapi: dict[str, Any] | None = None
+        self.freshness = feeds.Freshness()
 
     # --- public ---------------------------------------------------------------------------
 
@@ -219,6 +228,7 @@ class _Api:
     )
     async def list_items(self, request: Request) -> Response:
         params = request.query_params
+        render = _renderer(params.get("format"))
         try:
             wanted = {name: params.get(name) for name in ("edition", "region", "category")}
             subscription, _ = parse_subscription(wanted, self.vocabulary)
@@ -232,8 +242,8 @@ class _Api:
         cursor, live = await _call(self.broker.live(edition))
         live = [i for i in live if rules.matches(i, region, category)]
         live.sort(key=lambda i: i["created"], reverse=True)
-        if params.get("format") == "ninjs":
-            live = [rules.to_ninjs(Item.from_dict(i)) for i in live]
+        if render:
+            live = [render(Item.from_dict(i)) for i in live]
         return _public(JSONResponse({"edition": edition, "cursor": str(cursor), "items": live}))
 
     @operation(
@@ -292,12 +302,9 @@ class _Api:
         errors=(404, 503),
     )
     async def get_item(self, request: Request) -> Response:
+        render = _renderer(request.query_params.get("format"))
         item = await self._live_item(request.path_params["item_id"])
-        body = (
-            rules.to_ninjs(item)
-            if request.query_params.get("format") == "ninjs"
-            else item.to_dict()
-        )
+        body = render(item) if render else item.to_dict()
         return _public(JSONResponse(body))
 
     @operation(
@@ -314,6 +321,88 @@ class _Api:
             ]
             self._openapi = openapi.document(described, self.settings)
         return _public(JSONResponse(self._openapi))
+
+    @operation(
+        "The newest live items of an edition as RSS 2.0",
+        params=(path("edition", "the edition, e.g. en"), REGION, CATEGORY),
+        responses={
+            200: ("the feed", {"type": "string"}, "application/rss+xml"),
+            304: ("not modified since the ETag or date sent", None),
+        },
+        errors=(400, 404, 503),
+        tags=("feeds",),
+    )
+    async def feed_rss(self, request: Request) -> Response:
+        return await self._feed(request, "rss")
+
+    @operation(
+        "The newest live items of an edition as Atom 1.0",
+        params=(path("edition", "the edition, e.g. en"), REGION, CATEGORY),
+        responses={
+            200: ("the feed", {"type": "string"}, "application/atom+xml"),
+            304: ("not modified since the ETag or date sent", None),
+        },
+        errors=(400, 404, 503),
+        tags=("feeds",),
+    )
+    async def feed_atom(self, request: Request) -> Response:
+        return await self._feed(request, "atom")
+
+    @operation(
+        "The newest live items of an edition as JSON Feed 1.1",
+        params=(path("edition", "the edition, e.g. en"), REGION, CATEGORY),
+        responses={
+            200: ("the feed", {"type": "string"}, "application/feed+json"),
+            304: ("not modified since the ETag or date sent", None),
+        },
+        errors=(400, 404, 503),
+        tags=("feeds",),
+    )
+    async def feed_json(self, request: Request) -> Response:
+        return await self._feed(request, "json")
+
+    @operation(
+        "The live ticker as an HTML page with schema.org LiveBlogPosting data",
+        params=(path("edition", "the edition, e.g. en"), REGION, CATEGORY),
+        responses={200: ("the page", {"type": "string"}, "text/html")},
+        errors=(400, 404, 503),
+        tags=("pages",),
+    )
+    async def live(self, request: Request) -> Response:
+        query = self._feed_query(request)
+        _, live = await _call(self.broker.live(query.edition))
+        now = datetime.now(UTC)
+        html = live_page.render(
+            query, feeds.select(live, query, now), base_url=str(request.base_url), now=now
+        )
+        return HTMLResponse(html, headers={"Cache-Control": feeds.CACHE_CONTROL})
+
+    async def _feed(self, request: Request, kind: str) -> Response:
+        query = self._feed_query(request)
+        cursor, live = await _call(self.broker.live(query.edition))
+        answer = feeds.answer(
+            kind,
+            query,
+            cursor,
+            live,
+            request_headers=request.headers,
+            base_url=str(request.base_url),
+            self_url=str(request.url),
+            now=datetime.now(UTC),
+            freshness=self.freshness,
+        )
+        return Response(
+            answer.body, answer.status, headers=answer.headers, media_type=answer.media_type
+        )
+
+    def _feed_query(self, request: Request) -> feeds.FeedQuery:
+        try:
+            return feeds.parse_query(
+                request.path_params["edition"], request.query_params.multi_items(), self.vocabulary
+            )
+        except feeds.FeedRequestError as exc:
+            code = "not_found" if exc.status == 404 else "invalid_parameter"
+            raise ApiError(exc.status, code, exc.reason) from None
 
     # --- editors --------------------------------------------------------------------------
 
@@ -485,6 +574,13 @@ async def _call(awaitable: Awaitable[T]) -> T:
             f"the ticker store is unreachable; retry shortly ({exc})",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
+
+
+def _renderer(fmt: str | None) -> Callable[[Item], dict[str, Any]] | None:
+    try:
+        return ninjs.renderer(fmt)
+    except ninjs.UnknownFormat as exc:
+        raise ApiError(400, "invalid_parameter", str(exc), fields={"format": "unknown"}) from None
 
 
 def _validated(build: Callable[[], T]) -> T:
