@@ -299,7 +299,7 @@ class _Api:
         "One live item",
         params=(path("item_id", "the item's id"), FORMAT),
         responses={200: ("the item (or its ninjs form)", {"type": "object"})},
-        errors=(404, 503),
+        errors=(400, 404, 503),
     )
     async def get_item(self, request: Request) -> Response:
         render = _renderer(request.query_params.get("format"))
@@ -352,7 +352,7 @@ class _Api:
         "The newest live items of an edition as JSON Feed 1.1",
         params=(path("edition", "the edition, e.g. en"), REGION, CATEGORY),
         responses={
-            200: ("the feed", {"type": "string"}, "application/feed+json"),
+            200: ("the feed", {"type": "object"}, "application/feed+json"),
             304: ("not modified since the ETag or date sent", None),
         },
         errors=(400, 404, 503),
