@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from .config import Limits, Vocabulary
 
 Status = Literal["live", "withdrawn", "expired"]
-DEFAULT_URGENCY = 3  # "urgent" in the old wire ranking; 1 is a flash, 2 a bulletin.
+DEFAULT_URGENCY = 3  # "urgent" in the news agencies' ranking; 1 is a flash, 2 a bulletin.
 
 # Bidi embeddings, overrides and isolates let a headline reorder the text around it.
 # The widget isolates every headline itself, so these are refused rather than trusted.
