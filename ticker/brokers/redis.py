@@ -45,6 +45,7 @@ from .base import (
     Published,
     TokenStore,
     VersionConflict,
+    replayed_item,
 )
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,15 @@ class RedisBroker(Broker):
         prefix: str = "ticker",
         socket_timeout: float = 2.0,
     ) -> None:
+        if not isinstance(history, int) or history < 1:
+            raise ValueError(f"history must be a whole number of at least 1, not {history!r}")
+        if not isinstance(idempotency_seconds, int) or idempotency_seconds < 1:
+            raise ValueError(
+                f"idempotency_seconds must be a whole number of at least 1, "
+                f"not {idempotency_seconds!r}"
+            )
+        if not editions:
+            raise ValueError("a broker serves at least one edition")
         self.url = url
         self.editions = editions
         self.history = history
@@ -122,7 +132,7 @@ class RedisBroker(Broker):
         # No automatic retry: a publish retried after a timeout could run twice.
         # Callers retry, with an idempotency key.
         self._redis = self._client(Retry(NoBackoff(), 0))
-        self._publish_script = self._redis.register_script(_lua("epoch.lua", "publish.lua"))
+        self._publish_script = self._redis.register_script(_lua("publish.lua"))
         self._state_script = self._redis.register_script(_lua("epoch.lua", "state.lua"))
         self._add_token_script = self._redis.register_script(_lua("add_token.lua"))
         self._revoke_token_script = self._redis.register_script(_lua("revoke_token.lua"))
@@ -191,10 +201,24 @@ class RedisBroker(Broker):
             keys.live,
             change.fingerprint,
             self.idempotency_seconds,
+            item.version,
         ]
         with self._reachable():
             reply = await self._publish_script(keys=script_keys, args=args)
+            if reply[0] == b"replayed-id":
+                return await self._replay(keys, reply)
         return _published(change, reply)
+
+    async def _replay(self, keys: _EditionKeys, reply: list[Any]) -> Published:
+        """An idempotent retry: the record holds the item's id and version only, and the
+        item as first published is found live or in the log."""
+        item_id, version = reply[1].decode(), int(reply[2])
+        live = Item.from_dict(json.loads(reply[3])) if reply[3] else None
+        history: list[bytes] = []
+        if live is None or live.version != version:
+            entries = await self._redis.xrevrange(keys.log, "+", "-")
+            history = [fields[b"event"] for _, fields in entries]
+        return Published(replayed_item(item_id, version, live, history), None, replayed=True)
 
     async def get(self, item_id: str) -> Item | None:
         keys = self._keys.get(edition_of(item_id) or "")
