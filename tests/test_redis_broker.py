@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,7 +15,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 from redisserver import RedisServer
 
-from ticker.brokers.base import BrokerUnavailable, Change
+from ticker.brokers.base import BrokerMisconfigured, BrokerUnavailable, Change
 from ticker.brokers.redis import RedisBroker
 from ticker.config import Limits, Vocabulary
 from ticker.edition_log import EditionLog
@@ -494,3 +494,60 @@ async def test_an_idempotency_record_is_small(make_broker: MakeBroker, raw: aior
     assert size is not None and size < 256, size
     record = await raw.hgetall(f"ticker:{{en}}:idem:{'k' * 40}")
     assert set(record) == {b"fingerprint", b"id", b"version"}
+
+
+@pytest.fixture(scope="module")
+def locked_redis() -> Iterator[RedisServer]:
+    """A Redis that wants a password, with a user that may only PING."""
+    server = RedisServer(extra_args=("--requirepass", "s3cret-pw"))
+    try:
+        server.start()
+        with server._client() as client:
+            client.execute_command("ACL", "SETUSER", "pinger", "on", ">pinger-pw", "+ping")
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("credentials", "database", "expected"),
+    [
+        ("", 0, "credentials"),
+        (":not-the-pw@", 0, "credentials"),
+        ("nobody:not-the-pw@", 0, "credentials"),
+        (":s3cret-pw@", 99, "no such database"),
+        ("pinger:pinger-pw@", 0, "denies the Redis user"),
+    ],
+)
+async def test_a_redis_that_refuses_us_is_misconfigured_not_unavailable(
+    make_broker: MakeBroker,
+    locked_redis: RedisServer,
+    credentials: str,
+    database: int,
+    expected: str,
+) -> None:
+    url = f"redis://{credentials}127.0.0.1:{locked_redis.port}/{database}"
+    with pytest.raises(BrokerMisconfigured) as raised:
+        await make_broker(url)
+    message = str(raised.value)
+    assert expected in message and f"127.0.0.1:{locked_redis.port}" in message
+    assert "pw" not in message.replace(f"{locked_redis.port}", "")
+    assert "\n" not in message
+
+
+async def test_the_right_password_starts(
+    make_broker: MakeBroker, locked_redis: RedisServer
+) -> None:
+    broker = await make_broker(f"redis://:s3cret-pw@127.0.0.1:{locked_redis.port}/0")
+    await post(broker, "Behind a password")
+    assert (await broker.state("en")).offset == 1
+
+
+async def test_a_redis_without_a_needed_command_is_misconfigured(make_broker: MakeBroker) -> None:
+    server = RedisServer(extra_args=("--rename-command", "SCRIPT", ""))
+    try:
+        server.start()
+        with pytest.raises(BrokerMisconfigured, match="does not know a command"):
+            await make_broker(server.url)
+    finally:
+        server.close()

@@ -29,7 +29,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
@@ -39,6 +47,7 @@ from ..items import Item, edition_of, parse_time
 from .base import (
     Broker,
     BrokerError,
+    BrokerMisconfigured,
     BrokerUnavailable,
     Change,
     IdempotencyMismatch,
@@ -52,6 +61,8 @@ log = logging.getLogger(__name__)
 
 # ReadOnlyError: after a failover, the address may lead to a replica for a while.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+# Streams (XADD with MAXLEN) and HSET with several fields need Redis 5.
+_OLDEST_REDIS = (5, 0)
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
@@ -162,8 +173,76 @@ class RedisBroker(Broker):
             raise BrokerError(f"edition {edition!r} is not served by this broker") from None
 
     async def start(self) -> None:
+        """Raises BrokerUnavailable when Redis cannot be reached (worth retrying), and
+        BrokerMisconfigured when it answers but refuses us: a wrong password or user, a
+        missing permission, a database index out of range, a Redis too old."""
         self._closed = False
-        await self.ping()
+        try:
+            with self._reachable():
+                await self._redis.ping()
+                await self._check_version()
+                for script in (
+                    self._publish_script,
+                    self._state_script,
+                    self._add_token_script,
+                    self._revoke_token_script,
+                ):
+                    await self._redis.script_load(script.script)
+        except BrokerUnavailable as exc:
+            reason = self._refusal(exc.__cause__)
+            if reason is None:
+                raise
+            raise BrokerMisconfigured(reason) from None
+        except RedisError as exc:
+            raise BrokerMisconfigured(
+                self._refusal(exc) or f"Redis at {self._where} refuses ticker: {exc}"
+            ) from None
+
+    async def _check_version(self) -> None:
+        try:
+            info = await self._redis.info("server")
+        except ResponseError:  # INFO renamed or denied: the scripts will tell
+            return
+        found = str(info.get("redis_version", ""))
+        try:
+            version = tuple(int(part) for part in found.split(".")[:2])
+        except ValueError:
+            return
+        if version < _OLDEST_REDIS:
+            raise BrokerMisconfigured(
+                f"Redis at {self._where} is version {found}; ticker needs Redis "
+                f"{'.'.join(map(str, _OLDEST_REDIS))} or newer (7 recommended)"
+            )
+
+    def _refusal(self, exc: BaseException | None) -> str | None:
+        """Why Redis refuses us, when retrying cannot help; None for a passing outage.
+        Never quotes the URL, which may hold the password."""
+        where = f"Redis at {self._where}"
+        text = str(exc)
+        upper = text.upper()
+        if isinstance(exc, AuthenticationError) or "NOAUTH" in upper or "WRONGPASS" in upper:
+            return (
+                f"{where} refused the credentials in the Redis URL ({text}): check the "
+                "user name and password in TICKER_REDIS_URL / --redis-url"
+            )
+        if isinstance(exc, AuthorizationError | NoPermissionError) or "NOPERM" in upper:
+            return (
+                f"{where} denies the Redis user a command or key ticker needs ({text}): "
+                "grant it +@all on ~ticker:* (or the keys of your prefix), or use another user"
+            )
+        if "DB INDEX" in upper or "INVALID DATABASE" in upper:
+            return (
+                f"{where} has no such database ({text}): fix the database number at the end "
+                "of the Redis URL"
+            )
+        if "UNKNOWN COMMAND" in upper:
+            return (
+                f"{where} does not know a command ticker needs ({text}): it is too old or "
+                "the command is disabled; ticker needs Redis 5 or newer (7 recommended)"
+            )
+        if isinstance(exc, ResponseError):
+            return f"{where} refuses ticker: {text}"
+        return None
 
     async def close(self) -> None:
         self._closed = True
