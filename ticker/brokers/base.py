@@ -143,7 +143,13 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
-        """Live items whose expiry has passed."""
+        """Live items whose expiry has passed, soonest first."""
+
+    async def next_expiry(self) -> datetime | None:
+        """When the soonest live item expires (possibly in the past), or None when none
+        will. The expiry sweeper sleeps until then; a broker that cannot tell returns None
+        and is swept every interval."""
+        return None
 
     @abc.abstractmethod
     def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:

@@ -291,6 +291,8 @@ class EmbeddedBroker(Broker):
     async def publish(self, change: Change) -> Published:
         item = change.item
         idem_key = f"{item.edition}:{change.idempotency_key}" if change.idempotency_key else None
+        data = item.to_dict()  # once: the stored row, the event and the followers share it
+        item_json = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         with self._guard(), self._transaction() as db:
             if idem_key is not None:
                 replay = self._idempotent_replay(db, idem_key, change.fingerprint)
@@ -300,8 +302,8 @@ class EmbeddedBroker(Broker):
             epoch, offset = self._ensure_epoch(item.edition)
             offset += 1
             cursor = Cursor(epoch, offset)
-            payload = event_payload(cursor, event_body(change.kind, item.edition, item.to_json()))
-            self._store(db, change, offset, payload)
+            payload = event_payload(cursor, event_body(change.kind, item.edition, item_json))
+            self._store(db, change, offset, payload, item_json)
             if idem_key is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
@@ -316,7 +318,7 @@ class EmbeddedBroker(Broker):
         self._publishes += 1
         if self._publishes % _MAINTENANCE_EVERY == 0:
             self._maintain()
-        event = Event(item.edition, cursor, change.kind, item.to_dict(), payload)
+        event = Event(item.edition, cursor, change.kind, data, payload)
         for queue in self._followers:
             queue.put_nowait(event)
         return Published(item, cursor)
@@ -372,12 +374,14 @@ class EmbeddedBroker(Broker):
         elif current is None or current != change.expected_version:
             raise VersionConflict(change.item.id, current)
 
-    def _store(self, db: sqlite3.Connection, change: Change, offset: int, payload: bytes) -> None:
+    def _store(
+        self, db: sqlite3.Connection, change: Change, offset: int, payload: bytes, item_json: str
+    ) -> None:
         item = change.item
         if change.kind in ("posted", "corrected"):
             db.execute(
                 "INSERT OR REPLACE INTO items (id, edition, json, expires_ms) VALUES (?, ?, ?, ?)",
-                (item.id, item.edition, item.to_json(), _expiry_ms(item)),
+                (item.id, item.edition, item_json, _expiry_ms(item)),
             )
         else:
             db.execute("DELETE FROM items WHERE id = ?", (item.id,))
@@ -432,10 +436,11 @@ class EmbeddedBroker(Broker):
             ).fetchall()
         return [Item.from_dict(json.loads(row[0])) for row in rows]
 
-    def next_expiry(self) -> datetime | None:
-        """When the next live item expires, or None: the sweeper sleeps until then."""
+    async def next_expiry(self) -> datetime | None:
         with self._guard():
-            row = self.db.execute("SELECT min(expires_ms) FROM items").fetchone()
+            row = self.db.execute(
+                "SELECT min(expires_ms) FROM items WHERE expires_ms IS NOT NULL"
+            ).fetchone()
         return None if row[0] is None else datetime.fromtimestamp(row[0] / 1000, UTC)
 
     async def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:

@@ -359,6 +359,15 @@ class RedisBroker(Broker):
         found.sort(key=lambda pair: pair[0])
         return [item for _, item in found[:limit]]
 
+    async def next_expiry(self) -> datetime | None:
+        soonest: float | None = None
+        with self._reachable():
+            for keys in self._keys.values():
+                first = await self._redis.zrange(keys.expiry, 0, 0, withscores=True)
+                if first and (soonest is None or first[0][1] < soonest):
+                    soonest = first[0][1]
+        return None if soonest is None else _UNIX_EPOCH + timedelta(milliseconds=soonest)
+
     # --- following -------------------------------------------------------------------------
 
     async def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:

@@ -1,0 +1,154 @@
+"""The expiry sweeper on both stores: every item leaves within a second of its expiry, at
+any volume, with several sweepers at once, and without spinning when nothing is due."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redisserver import RedisServer
+
+from ticker.brokers.base import Broker, Change
+from ticker.brokers.embedded import EmbeddedBroker
+from ticker.brokers.redis import RedisBroker
+from ticker.config import Limits, Vocabulary
+from ticker.events import EditionState, Event
+from ticker.expiry import expiry_sweeper, sweep
+from ticker.items import Item, create, parse_time
+
+EDITIONS = ("en", "ar")
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "embedded":
+        made: Broker = EmbeddedBroker(tmp_path / "ticker.db", editions=EDITIONS, history=10000)
+    else:
+        made = RedisBroker(request.getfixturevalue("redis_url"), editions=EDITIONS, history=10000)
+    await made.start()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+def new_item(n: int, expires_in: float | None) -> Item:
+    payload: dict[str, Any] = {"edition": EDITIONS[n % 2], "headline": f"Alert {n}"}
+    if expires_in is not None:
+        payload["expires_in"] = expires_in
+    return create(payload, editor="desk", vocabulary=Vocabulary(), limits=Limits())
+
+
+async def post_many(broker: Broker, items: list[Item]) -> None:
+    limit = asyncio.Semaphore(32)
+
+    async def post(item: Item) -> None:
+        async with limit:
+            await broker.publish(Change("posted", item))
+
+    await asyncio.gather(*(post(item) for item in items))
+
+
+class Counting:
+    """A broker seen through the sweeper's eyes, counting how often it is asked."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.asked = 0
+
+    async def due(self, now: datetime, limit: int = 100) -> list[Item]:
+        self.asked += 1
+        return await self.broker.due(now, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.broker, name)
+
+
+async def test_thousands_of_items_leave_within_a_second_of_their_expiry(store: Broker) -> None:
+    count = 2500  # all expiring within 2 s: 1,250 a second
+    items = [new_item(n, 3 + 2 * n / count) for n in range(count)]
+    follower = store.follow(EDITIONS)
+    late: list[float] = []
+    expired: Counter[str] = Counter()
+    sweepers: list[asyncio.Task[None]] = []
+    try:
+        for _ in EDITIONS:
+            assert isinstance(await asyncio.wait_for(anext(follower), 5), EditionState)
+        posted_at = datetime.now(UTC)
+        await post_many(store, items)
+        assert (datetime.now(UTC) - posted_at).total_seconds() < 3, "posting took too long"
+        # Two publishers sweep the same store.
+        sweepers = [asyncio.create_task(expiry_sweeper(store)) for _ in range(2)]
+        expiry = {item.id: parse_time(item.expires) for item in items if item.expires}
+        while len(expired) < count:
+            update = await asyncio.wait_for(anext(follower), 10)
+            assert isinstance(update, Event), "the follower lost events"
+            if update.kind != "expired":
+                continue
+            expired[update.item["id"]] += 1
+            left = parse_time(update.item["updated"])
+            late.append((left - expiry[update.item["id"]]).total_seconds())
+    finally:
+        for task in sweepers:
+            task.cancel()
+        await follower.aclose()
+    assert set(expired.values()) == {1}  # each once, whoever swept it
+    assert min(late) >= 0
+    assert max(late) <= 1.0, sorted(late)[-5:]
+    assert await store.due(datetime.now(UTC)) == []
+
+
+async def test_a_pass_takes_every_due_item_in_batches(store: Broker) -> None:
+    items = [new_item(n, 0.5) for n in range(250)]
+    await post_many(store, items)
+    await asyncio.sleep(0.6)
+    counting = Counting(store)
+    await sweep(counting, batch=40)  # type: ignore[arg-type]
+    assert await store.due(datetime.now(UTC)) == []
+    assert counting.asked == 8  # 7 batches, then one that finds nothing
+
+
+async def test_the_sweeper_sleeps_when_nothing_is_due(store: Broker) -> None:
+    await post_many(store, [new_item(1, 3600), new_item(2, None)])
+    counting = Counting(store)
+    task = asyncio.create_task(expiry_sweeper(counting, interval=0.5))  # type: ignore[arg-type]
+    await asyncio.sleep(1.6)
+    task.cancel()
+    assert 1 <= counting.asked <= 5
+
+
+async def test_the_sweeper_wakes_for_the_next_expiry(store: Broker) -> None:
+    """Asleep with a long interval, it still comes back when the next item is due."""
+    item = new_item(1, 1.0)
+    await store.publish(Change("posted", item))
+    task = asyncio.create_task(expiry_sweeper(store, interval=30))
+    try:
+        deadline = time.monotonic() + 5
+        while await store.get(item.id) is not None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert datetime.now(UTC) - parse_time(item.expires or "") < timedelta(seconds=1)
+
+
+async def test_a_stale_expiry_entry_does_not_make_it_spin(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    broker = RedisBroker(redis_url, editions=EDITIONS)
+    await broker.start()
+    try:
+        with redis_server._client() as raw:
+            raw.zadd("ticker:{en}:expiry", {"en-gone": 1})  # no such item
+        counting = Counting(broker)
+        task = asyncio.create_task(expiry_sweeper(counting, interval=0.5))  # type: ignore[arg-type]
+        await asyncio.sleep(1.6)
+        task.cancel()
+        assert counting.asked <= 5
+    finally:
+        await broker.close()
