@@ -40,12 +40,23 @@ async def expiry_sweeper(
         try:
             delay = await sweep(broker, batch=batch, limit=limit, interval=interval)
         except BrokerUnavailable as exc:
+            _unless_cancelled()
             log.warning("expiry sweep skipped: %s", exc)
             delay = interval
         except Exception:
+            _unless_cancelled()
             log.exception("expiry sweep failed")
             delay = interval
+        _unless_cancelled()
         await _pause(delay, wake)
+
+
+def _unless_cancelled() -> None:
+    """A client library may swallow a cancellation, or turn it into an error of its own
+    (redis-py does, at times); the sweeper still stops when it was asked to."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def sweep(
@@ -62,7 +73,15 @@ async def sweep(
         due = await broker.due(asked, limit=batch)
         if not due:
             break
-        results = await asyncio.gather(*(_expire(broker, item, limit) for item in due))
+        # return_exceptions: every expiration ends before the pass does, and a cancelled
+        # sweeper stays cancelled (without it, the first error would stand in for the
+        # cancellation, and the sweeper would go on).
+        results = await asyncio.gather(
+            *(_expire(broker, item, limit) for item in due), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         if not any(results):
             return interval  # none could be expired now (errors were logged): wait a while
     upcoming = await broker.next_expiry()

@@ -333,7 +333,7 @@ class EmbeddedBroker(Broker):
             if db.execute("PRAGMA freelist_count").fetchone()[0] > _FREE_PAGES_KEPT:
                 # Each step frees one page: executescript steps it to the end.
                 db.executescript("PRAGMA incremental_vacuum;")
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                # The file itself shrinks at the next checkpoint (SQLite's automatic one).
         except sqlite3.Error as exc:  # the publish is done; this waits for the next round
             log.warning("upkeep of the ticker database %s failed: %s", self.path, exc)
 
