@@ -43,13 +43,15 @@ def find_redis_server() -> str:
 class RedisServer:
     """One redis-server process on a fixed port, so its URL survives restarts."""
 
-    def __init__(self, start_timeout: float = 10.0) -> None:
+    def __init__(self, start_timeout: float = 10.0, extra_args: tuple[str, ...] = ()) -> None:
+        """`extra_args` go to redis-server as they are (for example `--requirepass`)."""
         self.binary = find_redis_server()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ticker-redis-"))
         self.data = self.root / "data"
         self.data.mkdir()
         self.start_timeout = start_timeout
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self.paused = False
 
@@ -78,6 +80,7 @@ class RedisServer:
             "always",
             "--dir",
             str(self.data),
+            *self.extra_args,
         ]
         with (self.root / "redis.log").open("ab") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -148,6 +151,13 @@ class RedisServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _client(self) -> redis.Redis:
+        password = None
+        if "--requirepass" in self.extra_args:
+            password = self.extra_args[self.extra_args.index("--requirepass") + 1]
         return redis.Redis(
-            host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2
+            host="127.0.0.1",
+            port=self.port,
+            password=password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
         )

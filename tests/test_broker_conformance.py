@@ -232,3 +232,26 @@ async def test_live_lists_current_items_with_the_cursor(broker: Broker) -> None:
     cursor, live = await broker.live("en")
     assert [i["id"] for i in live] == [kept.id]
     assert cursor == (await broker.state("en")).cursor and cursor.offset == 3
+
+
+async def test_a_replay_finds_the_first_item_after_it_changed(broker: Broker) -> None:
+    """Only the id and version are kept for a key: the item as first published comes from
+    the history once it was corrected, then the newest known form once that is trimmed."""
+    item = new_item("First words")
+    await broker.publish(Change("posted", item, idempotency_key="k3", fingerprint="f"))
+    fixed = await fix(broker, item, headline="Better words")
+
+    retry = Change("posted", new_item(), idempotency_key="k3", fingerprint="f")
+    assert (await broker.publish(retry)).item == item
+
+    gone = withdraw(fixed.item, editor="chief")
+    await broker.publish(Change("withdrawn", gone, expected_version=2))
+    assert (await broker.publish(retry)).item == item
+    for n in range(49):  # trims the posted and corrected events (history is 50)
+        await post(broker, f"Filler {n}")
+    assert (await broker.publish(retry)).item == gone
+    await post(broker, "One more")  # trims the withdrawal too
+    minimal = await broker.publish(retry)
+    assert minimal.replayed and minimal.cursor is None
+    assert (minimal.item.id, minimal.item.version, minimal.item.status) == (item.id, 1, "withdrawn")
+    assert (await broker.state("en")).offset == 53

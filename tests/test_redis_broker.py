@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 from redisserver import RedisServer
 
-from ticker.brokers.base import BrokerUnavailable, Change
+from ticker.brokers.base import BrokerMisconfigured, BrokerUnavailable, Change
 from ticker.brokers.redis import RedisBroker
 from ticker.config import Limits, Vocabulary
 from ticker.edition_log import EditionLog
 from ticker.events import EditionState, Event
-from ticker.items import Item, correct, create
+from ticker.items import Item, correct, create, expire
 
 Follower = AsyncIterator[EditionState | Event]
 MakeBroker = Callable[..., Awaitable[RedisBroker]]
@@ -423,3 +424,130 @@ class SilenceableProxy:
                     await writer.drain()
         finally:
             writer.close()
+
+
+async def dump(raw: aioredis.Redis) -> dict[bytes, tuple[bytes | None, int]]:
+    """Every key with its serialized value and expiry time: equal dumps, equal data."""
+    return {
+        key: (await raw.dump(key), await raw.execute_command("PEXPIRETIME", key))
+        for key in await raw.keys("*")
+    }
+
+
+@pytest.mark.parametrize("history", [-5, 0])
+async def test_a_publish_the_script_refuses_writes_nothing(
+    make_broker: MakeBroker, raw: aioredis.Redis, history: int
+) -> None:
+    broker = await make_broker()
+    first = await post(broker, "Before", idempotency_key="k0", fingerprint="f")
+    fixed = correct(
+        first, {"expires_in": 60}, editor="desk", vocabulary=Vocabulary(), limits=Limits()
+    )
+    await broker.publish(Change("corrected", fixed, expected_version=1))
+    before = await dump(raw)
+    listener = raw.pubsub()
+    await listener.subscribe("ticker:{en}:live")
+    await listener.get_message(timeout=1)  # the confirmation
+
+    broker.history = history  # as if settings had not been validated
+    item = new_item("Half-written?")
+    with pytest.raises(ResponseError, match="history"):
+        await broker.publish(Change("posted", item, idempotency_key="k1", fingerprint="f"))
+    with pytest.raises(ResponseError):
+        await broker.publish(Change("expired", expire(fixed), expected_version=2))
+
+    assert await dump(raw) == before
+    assert await listener.get_message(timeout=0.2) is None
+    await listener.aclose()
+    broker.history = 1000
+    assert (await broker.publish(Change("posted", item))).cursor.offset == 3  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"history": -5}, {"history": 0}, {"history": 2.5}, {"idempotency_seconds": 0}],
+)
+def test_settings_the_script_cannot_use_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        RedisBroker("redis://127.0.0.1:1/0", editions=("en",), **options)  # type: ignore[arg-type]
+
+
+async def test_a_log_that_refuses_the_entry_leaves_the_rest_untouched(
+    make_broker: MakeBroker, raw: aioredis.Redis
+) -> None:
+    """A stream whose last ID is ahead of the offset makes XADD fail: nothing else moves."""
+    broker = await make_broker()
+    await post(broker, "Before")
+    await raw.xadd("ticker:{en}:log", {"event": "{}"}, id="99-0")
+    before = await dump(raw)
+    with pytest.raises(ResponseError):
+        await post(broker, "After")
+    assert await dump(raw) == before
+
+
+async def test_an_idempotency_record_is_small(make_broker: MakeBroker, raw: aioredis.Redis) -> None:
+    broker = await make_broker()
+    headline = "A long headline about something that happened " * 4
+    item = await post(broker, headline, idempotency_key="k" * 40, fingerprint="f" * 32)
+    size = await raw.memory_usage(f"ticker:{{en}}:idem:{'k' * 40}")
+    assert len(item.to_json()) > 300
+    assert size is not None and size < 256, size
+    record = await raw.hgetall(f"ticker:{{en}}:idem:{'k' * 40}")
+    assert set(record) == {b"fingerprint", b"id", b"version"}
+
+
+@pytest.fixture(scope="module")
+def locked_redis() -> Iterator[RedisServer]:
+    """A Redis that wants a password, with a user that may only PING."""
+    server = RedisServer(extra_args=("--requirepass", "s3cret-pw"))
+    try:
+        server.start()
+        with server._client() as client:
+            client.execute_command("ACL", "SETUSER", "pinger", "on", ">pinger-pw", "+ping")
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("credentials", "database", "expected"),
+    [
+        ("", 0, "credentials"),
+        (":not-the-pw@", 0, "credentials"),
+        ("nobody:not-the-pw@", 0, "credentials"),
+        (":s3cret-pw@", 99, "no such database"),
+        ("pinger:pinger-pw@", 0, "denies the Redis user"),
+    ],
+)
+async def test_a_redis_that_refuses_us_is_misconfigured_not_unavailable(
+    make_broker: MakeBroker,
+    locked_redis: RedisServer,
+    credentials: str,
+    database: int,
+    expected: str,
+) -> None:
+    url = f"redis://{credentials}127.0.0.1:{locked_redis.port}/{database}"
+    with pytest.raises(BrokerMisconfigured) as raised:
+        await make_broker(url)
+    message = str(raised.value)
+    assert expected in message and f"127.0.0.1:{locked_redis.port}" in message
+    assert "pw" not in message.replace(f"{locked_redis.port}", "")
+    assert "\n" not in message
+
+
+async def test_the_right_password_starts(
+    make_broker: MakeBroker, locked_redis: RedisServer
+) -> None:
+    broker = await make_broker(f"redis://:s3cret-pw@127.0.0.1:{locked_redis.port}/0")
+    await post(broker, "Behind a password")
+    assert (await broker.state("en")).offset == 1
+
+
+async def test_a_redis_without_a_needed_command_is_misconfigured(make_broker: MakeBroker) -> None:
+    server = RedisServer(extra_args=("--rename-command", "SCRIPT", ""))
+    try:
+        server.start()
+        with pytest.raises(BrokerMisconfigured, match="does not know a command"):
+            await make_broker(server.url)
+    finally:
+        server.close()

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +33,7 @@ from .brokers.base import (
     VersionConflict,
 )
 from .config import RTL_EDITIONS, Settings
+from .expiry import expiry_sweeper
 from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
@@ -538,27 +538,6 @@ class _Api:
                 headers={"WWW-Authenticate": 'Bearer realm="ticker"'},
             )
         return editor
-
-
-async def expiry_sweeper(broker: Broker, interval: float = 1.0) -> None:
-    """Turn items past their expiry into `expired` events, so every ticker drops them.
-
-    Several publishers may sweep at once: the version check makes the first one win and
-    the others' attempts no-ops.
-    """
-    while True:
-        try:
-            for item in await broker.due(datetime.now(UTC)):
-                with contextlib.suppress(VersionConflict):
-                    await broker.publish(
-                        Change("expired", rules.expire(item), expected_version=item.version)
-                    )
-                    log.info("expired %s", item.id)
-        except BrokerUnavailable as exc:
-            log.warning("expiry sweep skipped: %s", exc)
-        except Exception:
-            log.exception("expiry sweep failed")
-        await asyncio.sleep(interval)
 
 
 # --- request helpers ------------------------------------------------------------------------

@@ -6,8 +6,13 @@ from ..config import Settings
 from .base import Broker
 
 
-def make_broker(settings: Settings) -> Broker:
-    """Redis when a URL is configured, otherwise the embedded SQLite broker."""
+def make_broker(settings: Settings, *, exclusive: bool = False) -> Broker:
+    """Redis when a URL is configured, otherwise the embedded SQLite broker.
+
+    `exclusive` is for a serving process: the embedded broker then locks its file for its
+    lifetime and refuses to start while another server holds it. Short commands (tokens)
+    leave it off, so they work while a server runs. Redis ignores it: many publishers and
+    hubs share one Redis by design."""
     editions = settings.vocabulary.editions
     limits = settings.limits
     if settings.redis_url:
@@ -26,4 +31,5 @@ def make_broker(settings: Settings) -> Broker:
         editions=editions,
         history=limits.history,
         idempotency_seconds=limits.idempotency_seconds,
+        exclusive=exclusive,
     )

@@ -6,13 +6,13 @@ conformance suite (tests/test_broker_conformance.py) holds them to the same beha
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..events import ChangeKind, Cursor, EditionState, Event
-from ..items import Item
+from ..items import Item, edition_of
 
 
 class BrokerError(Exception):
@@ -60,6 +60,53 @@ class Published:
     replayed: bool = False
 
 
+def replayed_item(
+    item_id: str, version: int, live: Item | None, history: Iterable[bytes | str]
+) -> Item:
+    """The answer to an idempotent retry. Both stores keep only the fingerprint, the item's
+    id and its version for a key, not a copy of the item, so the item as first published
+    is rebuilt from what is still there:
+
+    1. the live item, if it is still at that version;
+    2. else its event at that version in the retained history (`history`: event payloads,
+       newest first);
+    3. else the live item as it is now (it was corrected since);
+    4. else the item's newest event still retained (withdrawn or expired);
+    5. else a minimal item that carries only the id and the version (its status says it is
+       no longer live, its other fields are empty).
+    """
+    if live is not None and live.version == version:
+        return live
+    newest: Item | None = None
+    for payload in history:
+        item = Event.from_payload(payload).item
+        if item.get("id") != item_id:
+            continue
+        if item.get("version") == version:
+            return Item.from_dict(item)
+        newest = newest or Item.from_dict(item)
+    if live is not None:
+        return live
+    if newest is not None:
+        return newest
+    return Item(
+        id=item_id,
+        edition=edition_of(item_id) or "",
+        headline="",
+        source=None,
+        link=None,
+        urgency=0,
+        regions=(),
+        categories=(),
+        created="",
+        updated="",
+        version=version,
+        status="withdrawn",
+        expires=None,
+        editor="",
+    )
+
+
 class Broker(abc.ABC):
     """Where items and their history live, and how changes reach every hub."""
 
@@ -96,7 +143,13 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
-        """Live items whose expiry has passed."""
+        """Live items whose expiry has passed, soonest first."""
+
+    async def next_expiry(self) -> datetime | None:
+        """When the soonest live item expires (possibly in the past), or None when none
+        will. The expiry sweeper sleeps until then; a broker that cannot tell returns None
+        and is swept every interval."""
+        return None
 
     @abc.abstractmethod
     def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:

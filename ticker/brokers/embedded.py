@@ -9,28 +9,41 @@ never disagree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..events import Cursor, EditionState, Event, event_body, event_payload
 from ..items import Item, edition_of, parse_time
 from .base import (
     Broker,
     BrokerError,
+    BrokerMisconfigured,
     BrokerUnavailable,
     Change,
     IdempotencyMismatch,
     Published,
     TokenStore,
     VersionConflict,
+    replayed_item,
 )
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+# An idempotency record keeps what a replay needs, not a copy of the item: the item as
+# first published is found live or in the log (see base.replayed_item).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (edition TEXT PRIMARY KEY, epoch TEXT NOT NULL,
     offset INTEGER NOT NULL);
@@ -40,17 +53,64 @@ CREATE INDEX IF NOT EXISTS items_expiry ON items (expires_ms) WHERE expires_ms I
 CREATE TABLE IF NOT EXISTS events (edition TEXT NOT NULL, offset INTEGER NOT NULL,
     payload BLOB NOT NULL, editor TEXT NOT NULL, PRIMARY KEY (edition, offset));
 CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
-    item TEXT NOT NULL, expires_at REAL NOT NULL);
+    item_id TEXT NOT NULL, version INTEGER NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL);
 """
+
+# Records written before they were slimmed down held the whole item.
+_SLIM_IDEMPOTENCY = """
+CREATE TABLE idempotency_slim (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+    item_id TEXT NOT NULL, version INTEGER NOT NULL, expires_at REAL NOT NULL);
+INSERT INTO idempotency_slim SELECT key, fingerprint, json_extract(item, '$.id'),
+    json_extract(item, '$.version'), expires_at FROM idempotency;
+DROP TABLE idempotency;
+ALTER TABLE idempotency_slim RENAME TO idempotency;
+"""
+
+# Every this many publishes: drop expired idempotency records and give free pages back.
+_MAINTENANCE_EVERY = 100
+# Free pages tolerated before the file is shrunk (4 KiB pages: 256 KiB).
+_FREE_PAGES_KEPT = 64
+# How often ping() runs a full integrity check, in seconds; every other ping is cheap.
+_CHECK_EVERY = 60.0
+
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_RESTORE_HINT = (
+    "stop ticker, then restore the file from a backup, or move it (and its -wal and -shm "
+    "files) away to start an empty ticker"
+)
 
 
 def _expiry_ms(item: Item) -> int | None:
     return int(parse_time(item.expires).timestamp() * 1000) if item.expires else None
 
 
+def _damaged(exc: sqlite3.Error) -> bool:
+    """The file is not a sound SQLite database (as opposed to busy, full or unreadable)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return type(exc) is sqlite3.DatabaseError
+
+
+def _first_problem(db: sqlite3.Connection) -> str | None:
+    """What `PRAGMA quick_check` finds first, or None when it finds nothing. It reads every
+    page but does not compare indexes to their tables: some 25 ms for a 10 MB file in the
+    page cache."""
+    found = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if found == "ok":
+        return None
+    lines = [line.strip() for line in found.splitlines() if line.strip() and "***" not in line]
+    return lines[0] if lines else found.strip()
+
+
 class EmbeddedBroker(Broker):
+    """`exclusive=True` is for the serving process (`ticker serve`): it holds a lock on
+    `<db>.lock` for its lifetime, and a second server on the same file is refused. Short
+    lived commands (`ticker token ...`) leave it False and work while a server runs; their
+    transactions are short, and both sides wait for the other's (`busy_timeout`)."""
+
     def __init__(
         self,
         path: Path | str,
@@ -58,31 +118,134 @@ class EmbeddedBroker(Broker):
         editions: tuple[str, ...],
         history: int = 1000,
         idempotency_seconds: int = 86400,
+        exclusive: bool = False,
+        busy_timeout: float = 2.0,
     ) -> None:
+        if not isinstance(history, int) or history < 1:
+            raise ValueError(f"history must be a whole number of at least 1, not {history!r}")
+        if idempotency_seconds <= 0:
+            raise ValueError(f"idempotency_seconds must be positive, not {idempotency_seconds!r}")
         self.path = Path(path)
         self.editions = editions
         self.history = history
         self.idempotency_seconds = idempotency_seconds
+        self.exclusive = exclusive
+        self.busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
+        self._lock: IO[bytes] | None = None
         self._followers: list[asyncio.Queue[Event]] = []
+        self._broken: str | None = None
+        self._checked = 0.0
+        self._publishes = 0
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     async def start(self) -> None:
+        if self._db is not None:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot open the ticker database {self.path}: {exc}") from exc
+        if self.exclusive:
+            self._take_lock()
+        try:
+            self._db = self._open()
+            for edition in self.editions:
+                self._ensure_epoch(edition)
+        except BaseException:
+            self._release()
+            raise
+        self._broken = None
+        self._checked = time.monotonic()
+
+    def _take_lock(self) -> None:
+        if fcntl is None:
+            return
+        try:
+            lock = self.lock_path.open("ab")
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot create the lock file {self.lock_path}: {exc}") from exc
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise BrokerMisconfigured(
+                f"the ticker database {self.path} is in use by another ticker server "
+                f"(it holds {self.lock_path}): stop that one first, or give this one "
+                "another --db"
+            ) from None
+        self._lock = lock
+
+    def _open(self) -> sqlite3.Connection:
+        """Open, check and prepare the file; a damaged one is refused, with what to do."""
+        empty = self.path.exists() and self.path.stat().st_size == 0
+        if empty:
+            log.warning(
+                "the ticker database %s is an empty file: starting a new ticker in it "
+                "(a new epoch; readers will reset)",
+                self.path,
+            )
+        db: sqlite3.Connection | None = None
+        try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            fresh = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] == 0
+            problem = _first_problem(db)
+            if problem is not None:
+                raise BrokerMisconfigured(
+                    f"the ticker database {self.path} is damaged ({problem}): " + _RESTORE_HINT
+                )
+            if fresh:
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
+            self._migrate(db)
+            return db
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            if _damaged(exc):
+                raise BrokerMisconfigured(
+                    f"the ticker database {self.path} is damaged or not a ticker database "
+                    f"({exc}): " + _RESTORE_HINT
+                ) from None
             raise BrokerUnavailable(f"cannot open the ticker database {self.path}: {exc}") from exc
-        self._db = db
-        for edition in self.editions:
-            self._ensure_epoch(edition)
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(idempotency)")}
+        if "item" in columns:
+            with _Transaction(db):
+                for statement in _SLIM_IDEMPOTENCY.split(";"):
+                    db.execute(statement)
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            # A file made before the store could shrink: one VACUUM rewrites it (about half
+            # a second per 10 MB), and from then on freed pages are given back as it runs.
+            log.info("compacting the ticker database %s once, so it can shrink", self.path)
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            try:
+                db.execute("VACUUM")
+            except sqlite3.OperationalError as exc:
+                log.warning("could not compact %s, trying again next start: %s", self.path, exc)
+
+    def _release(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
 
     async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._release()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -90,11 +253,31 @@ class EmbeddedBroker(Broker):
             raise BrokerUnavailable("the embedded broker is not started")
         return self._db
 
-    async def ping(self) -> None:
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Every database error becomes BrokerUnavailable; a damaged file says so, and
+        stays marked damaged, so readiness fails until it is repaired."""
+        if self._broken is not None:
+            raise BrokerUnavailable(self._broken)
         try:
-            self.db.execute("SELECT 1").fetchone()
+            yield
         except sqlite3.Error as exc:
+            if _damaged(exc):
+                self._broken = (
+                    f"the ticker database {self.path} is damaged ({exc}): " + _RESTORE_HINT
+                )
+                log.error("%s", self._broken)
+                raise BrokerUnavailable(self._broken) from exc
             raise BrokerUnavailable(f"the ticker database {self.path} fails: {exc}") from exc
+
+    async def ping(self) -> None:
+        with self._guard():
+            self.db.execute("SELECT count(*) FROM meta").fetchone()
+            if time.monotonic() - self._checked > _CHECK_EVERY:
+                self._checked = time.monotonic()
+                problem = _first_problem(self.db)
+                if problem is not None:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {problem}")
 
     def _ensure_epoch(self, edition: str) -> tuple[str, int]:
         self.db.execute(
@@ -109,50 +292,79 @@ class EmbeddedBroker(Broker):
     async def publish(self, change: Change) -> Published:
         item = change.item
         idem_key = f"{item.edition}:{change.idempotency_key}" if change.idempotency_key else None
-        try:
-            with self._transaction() as db:
-                if idem_key is not None:
-                    replay = self._idempotent_replay(db, idem_key, change.fingerprint)
-                    if replay is not None:
-                        return Published(replay, None, replayed=True)
-                self._check_version(db, change)
-                epoch, offset = self._ensure_epoch(item.edition)
-                offset += 1
-                cursor = Cursor(epoch, offset)
-                payload = event_payload(
-                    cursor, event_body(change.kind, item.edition, item.to_json())
+        data = item.to_dict()  # once: the stored row, the event and the followers share it
+        item_json = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        with self._guard(), self._transaction() as db:
+            if idem_key is not None:
+                replay = self._idempotent_replay(db, idem_key, change.fingerprint)
+                if replay is not None:
+                    return Published(replay, None, replayed=True)
+            self._check_version(db, change)
+            epoch, offset = self._ensure_epoch(item.edition)
+            offset += 1
+            cursor = Cursor(epoch, offset)
+            payload = event_payload(cursor, event_body(change.kind, item.edition, item_json))
+            self._store(db, change, offset, payload, item_json)
+            if idem_key is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                    (
+                        idem_key,
+                        change.fingerprint,
+                        item.id,
+                        item.version,
+                        time.time() + self.idempotency_seconds,
+                    ),
                 )
-                self._store(db, change, offset, payload)
-                if idem_key is not None:
-                    db.execute(
-                        "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
-                        (
-                            idem_key,
-                            change.fingerprint,
-                            item.to_json(),
-                            time.time() + self.idempotency_seconds,
-                        ),
-                    )
-        except sqlite3.Error as exc:
-            raise BrokerUnavailable(f"the ticker database {self.path} fails: {exc}") from exc
-        event = Event(item.edition, cursor, change.kind, item.to_dict(), payload)
+        self._publishes += 1
+        if self._publishes % _MAINTENANCE_EVERY == 0:
+            self._maintain()
+        event = Event(item.edition, cursor, change.kind, data, payload)
         for queue in self._followers:
             queue.put_nowait(event)
         return Published(item, cursor)
+
+    def _maintain(self) -> None:
+        """Drop expired idempotency records, and give free pages back to the file system
+        once there are enough of them (trimmed history, withdrawn items)."""
+        db = self.db
+        try:
+            with self._transaction():
+                db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (time.time(),))
+            if db.execute("PRAGMA freelist_count").fetchone()[0] > _FREE_PAGES_KEPT:
+                # Each step frees one page: executescript steps it to the end.
+                db.executescript("PRAGMA incremental_vacuum;")
+                # The file itself shrinks at the next checkpoint (SQLite's automatic one).
+        except sqlite3.Error as exc:  # the publish is done; this waits for the next round
+            log.warning("upkeep of the ticker database %s failed: %s", self.path, exc)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
     def _idempotent_replay(self, db: sqlite3.Connection, key: str, fingerprint: str) -> Item | None:
         row = db.execute(
-            "SELECT fingerprint, item FROM idempotency WHERE key = ? AND expires_at > ?",
+            "SELECT fingerprint, item_id, version FROM idempotency"
+            " WHERE key = ? AND expires_at > ?",
             (key, time.time()),
         ).fetchone()
         if row is None:
             return None
         if row[0] != fingerprint:
             raise IdempotencyMismatch("this Idempotency-Key was used for a different request")
-        return Item.from_dict(json.loads(row[1]))
+        item_id, version = row[1], row[2]
+        live = db.execute("SELECT json FROM items WHERE id = ?", (item_id,)).fetchone()
+        live_item = Item.from_dict(json.loads(live[0])) if live else None
+        history: list[bytes] = []
+        if live_item is None or live_item.version != version:
+            history = [
+                payload
+                for (payload,) in db.execute(
+                    "SELECT payload FROM events WHERE edition = ? AND instr(payload, ?) > 0"
+                    " ORDER BY offset DESC",
+                    (edition_of(item_id), json.dumps(item_id)),
+                )
+            ]
+        return replayed_item(item_id, version, live_item, history)
 
     def _check_version(self, db: sqlite3.Connection, change: Change) -> None:
         row = db.execute("SELECT json FROM items WHERE id = ?", (change.item.id,)).fetchone()
@@ -163,12 +375,14 @@ class EmbeddedBroker(Broker):
         elif current is None or current != change.expected_version:
             raise VersionConflict(change.item.id, current)
 
-    def _store(self, db: sqlite3.Connection, change: Change, offset: int, payload: bytes) -> None:
+    def _store(
+        self, db: sqlite3.Connection, change: Change, offset: int, payload: bytes, item_json: str
+    ) -> None:
         item = change.item
         if change.kind in ("posted", "corrected"):
             db.execute(
                 "INSERT OR REPLACE INTO items (id, edition, json, expires_ms) VALUES (?, ?, ?, ?)",
-                (item.id, item.edition, item.to_json(), _expiry_ms(item)),
+                (item.id, item.edition, item_json, _expiry_ms(item)),
             )
         else:
             db.execute("DELETE FROM items WHERE id = ?", (item.id,))
@@ -180,20 +394,21 @@ class EmbeddedBroker(Broker):
             "DELETE FROM events WHERE edition = ? AND offset <= ?",
             (item.edition, offset - self.history),
         )
-        if offset % 100 == 0:
-            db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (time.time(),))
 
     async def get(self, item_id: str) -> Item | None:
         if edition_of(item_id) not in self.editions:
             return None
-        row = self.db.execute("SELECT json FROM items WHERE id = ?", (item_id,)).fetchone()
+        with self._guard():
+            row = self.db.execute("SELECT json FROM items WHERE id = ?", (item_id,)).fetchone()
         return Item.from_dict(json.loads(row[0])) if row else None
 
     async def state(self, edition: str) -> EditionState:
-        return self._state(edition)
+        with self._guard():
+            return self._state(edition)
 
     async def live(self, edition: str) -> tuple[Cursor, list[dict[str, Any]]]:
-        return self._live(edition)
+        with self._guard():
+            return self._live(edition)
 
     def _live(self, edition: str) -> tuple[Cursor, list[dict[str, Any]]]:
         epoch, offset = self._ensure_epoch(edition)
@@ -214,11 +429,20 @@ class EmbeddedBroker(Broker):
         return EditionState(edition, cursor.epoch, cursor.offset, items, events)
 
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
-        rows = self.db.execute(
-            "SELECT json FROM items WHERE expires_ms IS NOT NULL AND expires_ms <= ? LIMIT ?",
-            (int(now.timestamp() * 1000), limit),
-        )
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT json FROM items WHERE expires_ms IS NOT NULL AND expires_ms <= ?"
+                " ORDER BY expires_ms LIMIT ?",
+                (int(now.timestamp() * 1000), limit),
+            ).fetchall()
         return [Item.from_dict(json.loads(row[0])) for row in rows]
+
+    async def next_expiry(self) -> datetime | None:
+        with self._guard():
+            row = self.db.execute(
+                "SELECT min(expires_ms) FROM items WHERE expires_ms IS NOT NULL"
+            ).fetchone()
+        return None if row[0] is None else datetime.fromtimestamp(row[0] / 1000, UTC)
 
     async def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:
         # Registering and reading state happen with no await between them, so no event
@@ -226,7 +450,8 @@ class EmbeddedBroker(Broker):
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._followers.append(queue)
         try:
-            states = [self._state(edition) for edition in editions]
+            with self._guard():
+                states = [self._state(edition) for edition in editions]
             for state in states:
                 yield state
             wanted = set(editions)
@@ -248,22 +473,28 @@ class _EmbeddedTokens(TokenStore):
 
     async def add(self, name: str, digest: str, created: str) -> None:
         try:
-            with self._broker._transaction() as db:
+            with self._broker._guard(), self._broker._transaction() as db:
                 db.execute("INSERT INTO tokens VALUES (?, ?, ?)", (name, digest, created))
-        except sqlite3.IntegrityError:
-            raise BrokerError(f"a token named {name!r} exists already") from None
+        except BrokerUnavailable as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise BrokerError(f"a token named {name!r} exists already") from None
+            raise
 
     async def owner(self, digest: str) -> str | None:
-        db = self._broker.db
-        row = db.execute("SELECT name FROM tokens WHERE digest = ?", (digest,)).fetchone()
+        with self._broker._guard():
+            db = self._broker.db
+            row = db.execute("SELECT name FROM tokens WHERE digest = ?", (digest,)).fetchone()
         return row[0] if row else None
 
     async def names(self) -> list[tuple[str, str]]:
-        rows = self._broker.db.execute("SELECT name, created FROM tokens ORDER BY name")
+        with self._broker._guard():
+            rows = self._broker.db.execute(
+                "SELECT name, created FROM tokens ORDER BY name"
+            ).fetchall()
         return [(name, created) for name, created in rows]
 
     async def revoke(self, name: str) -> bool:
-        with self._broker._transaction() as db:
+        with self._broker._guard(), self._broker._transaction() as db:
             return db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount > 0
 
 
@@ -278,4 +509,18 @@ class _Transaction:
         return self.db
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # A failed statement may have ended the transaction already; the error that got
+        # us here is the one to report.
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")

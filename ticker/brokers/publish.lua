@@ -1,19 +1,44 @@
 -- Publish one change of one edition atomically: idempotency check, version check,
 -- offset, item, expiry, log entry, live announcement and idempotency record.
+-- Every check, and every command that can fail (XADD), comes before any other write:
+-- a script that stops with an error must leave nothing behind, as Redis does not roll back.
 -- KEYS: meta, items, log, expiry[, idempotency record]
 -- ARGV: candidate epoch, kind, item id, expected version, item JSON, event body,
---       editor, expiry ms (or ''), history size, live channel, fingerprint, idempotency ttl
+--       editor, expiry ms (or ''), history size, live channel, fingerprint, idempotency ttl,
+--       item version
 local meta, items, log, expiry, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local candidate, kind, id, expected, item_json, body, editor, expires_ms, history, channel,
-  fingerprint, ttl = unpack(ARGV)
+  fingerprint, ttl, version = unpack(ARGV)
+
+local function whole(value, least)
+  local n = tonumber(value)
+  return n and n == math.floor(n) and n >= least and n or nil
+end
+
+history = whole(history, 1)
+if not history then
+  return redis.error_reply('ERR history must be a whole number of at least 1')
+end
+if expires_ms ~= '' and not tonumber(expires_ms) then
+  return redis.error_reply('ERR expiry must be a number of milliseconds')
+end
+if kind ~= 'posted' and kind ~= 'corrected' and kind ~= 'withdrawn' and kind ~= 'expired' then
+  return redis.error_reply('ERR unknown change kind')
+end
+if idem and not (whole(ttl, 1) and whole(version, 1)) then
+  return redis.error_reply('ERR idempotency ttl and item version must be whole numbers')
+end
 
 if idem then
-  local seen = redis.call('HMGET', idem, 'fingerprint', 'item')
+  local seen = redis.call('HMGET', idem, 'fingerprint', 'id', 'version', 'item')
   if seen[1] then
-    if seen[1] == fingerprint then
-      return {'replayed', seen[2]}
+    if seen[1] ~= fingerprint then
+      return {'mismatch'}
     end
-    return {'mismatch'}
+    if seen[4] then -- a record from before records were slimmed down
+      return {'replayed', seen[4]}
+    end
+    return {'replayed-id', seen[2], seen[3], redis.call('HGET', items, seen[2]) or ''}
   end
 end
 
@@ -25,14 +50,27 @@ if kind == 'posted' then
 elseif not stored then
   return {'conflict'}
 else
-  local version = cjson.decode(stored).version
-  if version ~= tonumber(expected) then
-    return {'conflict', version}
+  local current = cjson.decode(stored).version
+  if current ~= tonumber(expected) then
+    return {'conflict', current}
   end
 end
 
-local epoch = edition_epoch(meta, log, candidate)
-local offset = redis.call('HINCRBY', meta, 'offset', 1)
+-- The log first: it is the only write that can still fail (an ID at or below the
+-- stream's last one), and then it fails before anything was written.
+local epoch = redis.call('HGET', meta, 'epoch')
+local offset
+if epoch then
+  offset = (tonumber(redis.call('HGET', meta, 'offset')) or 0) + 1
+else
+  -- A missing epoch means the log was lost (or never existed): a new one starts.
+  epoch, offset = candidate, 1
+  redis.call('DEL', log)
+end
+local payload = '{"type":"event","cursor":"' .. epoch .. ':' .. offset .. '",' .. body
+redis.call('XADD', log, 'MAXLEN', history, offset .. '-0', 'event', payload, 'editor', editor)
+
+redis.call('HSET', meta, 'epoch', epoch, 'offset', offset)
 if kind == 'posted' or kind == 'corrected' then
   redis.call('HSET', items, id, item_json)
   if expires_ms ~= '' then
@@ -44,12 +82,10 @@ else
   redis.call('HDEL', items, id)
   redis.call('ZREM', expiry, id)
 end
-
-local payload = '{"type":"event","cursor":"' .. epoch .. ':' .. offset .. '",' .. body
-redis.call('XADD', log, 'MAXLEN', history, offset .. '-0', 'event', payload, 'editor', editor)
 redis.call('PUBLISH', channel, payload)
 if idem then
-  redis.call('HSET', idem, 'fingerprint', fingerprint, 'item', item_json)
+  -- Only what a replay needs: the item itself is in the items hash or the log.
+  redis.call('HSET', idem, 'fingerprint', fingerprint, 'id', id, 'version', version)
   redis.call('EXPIRE', idem, ttl)
 end
 return {'published', epoch, offset}

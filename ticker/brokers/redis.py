@@ -29,7 +29,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
@@ -39,18 +47,22 @@ from ..items import Item, edition_of, parse_time
 from .base import (
     Broker,
     BrokerError,
+    BrokerMisconfigured,
     BrokerUnavailable,
     Change,
     IdempotencyMismatch,
     Published,
     TokenStore,
     VersionConflict,
+    replayed_item,
 )
 
 log = logging.getLogger(__name__)
 
 # ReadOnlyError: after a failover, the address may lead to a replica for a while.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+# Streams (XADD with MAXLEN) and HSET with several fields need Redis 5.
+_OLDEST_REDIS = (5, 0)
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
@@ -110,6 +122,15 @@ class RedisBroker(Broker):
         prefix: str = "ticker",
         socket_timeout: float = 2.0,
     ) -> None:
+        if not isinstance(history, int) or history < 1:
+            raise ValueError(f"history must be a whole number of at least 1, not {history!r}")
+        if not isinstance(idempotency_seconds, int) or idempotency_seconds < 1:
+            raise ValueError(
+                f"idempotency_seconds must be a whole number of at least 1, "
+                f"not {idempotency_seconds!r}"
+            )
+        if not editions:
+            raise ValueError("a broker serves at least one edition")
         self.url = url
         self.editions = editions
         self.history = history
@@ -122,7 +143,7 @@ class RedisBroker(Broker):
         # No automatic retry: a publish retried after a timeout could run twice.
         # Callers retry, with an idempotency key.
         self._redis = self._client(Retry(NoBackoff(), 0))
-        self._publish_script = self._redis.register_script(_lua("epoch.lua", "publish.lua"))
+        self._publish_script = self._redis.register_script(_lua("publish.lua"))
         self._state_script = self._redis.register_script(_lua("epoch.lua", "state.lua"))
         self._add_token_script = self._redis.register_script(_lua("add_token.lua"))
         self._revoke_token_script = self._redis.register_script(_lua("revoke_token.lua"))
@@ -152,8 +173,76 @@ class RedisBroker(Broker):
             raise BrokerError(f"edition {edition!r} is not served by this broker") from None
 
     async def start(self) -> None:
+        """Raises BrokerUnavailable when Redis cannot be reached (worth retrying), and
+        BrokerMisconfigured when it answers but refuses us: a wrong password or user, a
+        missing permission, a database index out of range, a Redis too old."""
         self._closed = False
-        await self.ping()
+        try:
+            with self._reachable():
+                await self._redis.ping()
+                await self._check_version()
+                for script in (
+                    self._publish_script,
+                    self._state_script,
+                    self._add_token_script,
+                    self._revoke_token_script,
+                ):
+                    await self._redis.script_load(script.script)
+        except BrokerUnavailable as exc:
+            reason = self._refusal(exc.__cause__)
+            if reason is None:
+                raise
+            raise BrokerMisconfigured(reason) from None
+        except RedisError as exc:
+            raise BrokerMisconfigured(
+                self._refusal(exc) or f"Redis at {self._where} refuses ticker: {exc}"
+            ) from None
+
+    async def _check_version(self) -> None:
+        try:
+            info = await self._redis.info("server")
+        except ResponseError:  # INFO renamed or denied: the scripts will tell
+            return
+        found = str(info.get("redis_version", ""))
+        try:
+            version = tuple(int(part) for part in found.split(".")[:2])
+        except ValueError:
+            return
+        if version < _OLDEST_REDIS:
+            raise BrokerMisconfigured(
+                f"Redis at {self._where} is version {found}; ticker needs Redis "
+                f"{'.'.join(map(str, _OLDEST_REDIS))} or newer (7 recommended)"
+            )
+
+    def _refusal(self, exc: BaseException | None) -> str | None:
+        """Why Redis refuses us, when retrying cannot help; None for a passing outage.
+        Never quotes the URL, which may hold the password."""
+        where = f"Redis at {self._where}"
+        text = str(exc)
+        upper = text.upper()
+        if isinstance(exc, AuthenticationError) or "NOAUTH" in upper or "WRONGPASS" in upper:
+            return (
+                f"{where} refused the credentials in the Redis URL ({text}): check the "
+                "user name and password in TICKER_REDIS_URL / --redis-url"
+            )
+        if isinstance(exc, AuthorizationError | NoPermissionError) or "NOPERM" in upper:
+            return (
+                f"{where} denies the Redis user a command or key ticker needs ({text}): "
+                "grant it +@all on ~ticker:* (or the keys of your prefix), or use another user"
+            )
+        if "DB INDEX" in upper or "INVALID DATABASE" in upper:
+            return (
+                f"{where} has no such database ({text}): fix the database number at the end "
+                "of the Redis URL"
+            )
+        if "UNKNOWN COMMAND" in upper:
+            return (
+                f"{where} does not know a command ticker needs ({text}): it is too old or "
+                "the command is disabled; ticker needs Redis 5 or newer (7 recommended)"
+            )
+        if isinstance(exc, ResponseError):
+            return f"{where} refuses ticker: {text}"
+        return None
 
     async def close(self) -> None:
         self._closed = True
@@ -191,10 +280,24 @@ class RedisBroker(Broker):
             keys.live,
             change.fingerprint,
             self.idempotency_seconds,
+            item.version,
         ]
         with self._reachable():
             reply = await self._publish_script(keys=script_keys, args=args)
+            if reply[0] == b"replayed-id":
+                return await self._replay(keys, reply)
         return _published(change, reply)
+
+    async def _replay(self, keys: _EditionKeys, reply: list[Any]) -> Published:
+        """An idempotent retry: the record holds the item's id and version only, and the
+        item as first published is found live or in the log."""
+        item_id, version = reply[1].decode(), int(reply[2])
+        live = Item.from_dict(json.loads(reply[3])) if reply[3] else None
+        history: list[bytes] = []
+        if live is None or live.version != version:
+            entries = await self._redis.xrevrange(keys.log, "+", "-")
+            history = [fields[b"event"] for _, fields in entries]
+        return Published(replayed_item(item_id, version, live, history), None, replayed=True)
 
     async def get(self, item_id: str) -> Item | None:
         keys = self._keys.get(edition_of(item_id) or "")
@@ -255,6 +358,15 @@ class RedisBroker(Broker):
                 ]
         found.sort(key=lambda pair: pair[0])
         return [item for _, item in found[:limit]]
+
+    async def next_expiry(self) -> datetime | None:
+        soonest: float | None = None
+        with self._reachable():
+            for keys in self._keys.values():
+                first = await self._redis.zrange(keys.expiry, 0, 0, withscores=True)
+                if first and (soonest is None or first[0][1] < soonest):
+                    soonest = first[0][1]
+        return None if soonest is None else _UNIX_EPOCH + timedelta(milliseconds=soonest)
 
     # --- following -------------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""The expiry sweeper: items past their `expires` time become `expired` events, so every
+ticker drops them.
+
+Each pass asks the store for what is due, in batches, until nothing is; then it sleeps
+until the next item is due (at most `interval`, or until woken). Expirations of one batch
+are published concurrently, up to `concurrency` at a time: Redis serves them in parallel,
+the embedded store one after the other, fast. Several publishers may sweep at once: the
+version check makes the first one win and the others' attempts no-ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from . import items as rules
+from .brokers.base import Broker, BrokerUnavailable, Change, VersionConflict
+from .items import Item
+
+log = logging.getLogger("ticker.expiry")
+
+BATCH = 500
+CONCURRENCY = 32
+
+
+async def expiry_sweeper(
+    broker: Broker,
+    interval: float = 0.5,
+    *,
+    batch: int = BATCH,
+    concurrency: int = CONCURRENCY,
+    wake: asyncio.Event | None = None,
+) -> None:
+    """Sweep forever. `interval` bounds the sleep (an item posted while the sweeper sleeps
+    is at most that late); setting `wake` starts a pass at once."""
+    limit = asyncio.Semaphore(concurrency)
+    while True:
+        try:
+            delay = await sweep(broker, batch=batch, limit=limit, interval=interval)
+        except BrokerUnavailable as exc:
+            _unless_cancelled()
+            log.warning("expiry sweep skipped: %s", exc)
+            delay = interval
+        except Exception:
+            _unless_cancelled()
+            log.exception("expiry sweep failed")
+            delay = interval
+        _unless_cancelled()
+        await _pause(delay, wake)
+
+
+def _unless_cancelled() -> None:
+    """A client library may swallow a cancellation, or turn it into an error of its own
+    (redis-py does, at times); the sweeper still stops when it was asked to."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def sweep(
+    broker: Broker,
+    *,
+    batch: int = BATCH,
+    limit: asyncio.Semaphore | None = None,
+    interval: float = 0.5,
+) -> float:
+    """Expire everything due now; return how long to sleep before the next pass."""
+    limit = limit or asyncio.Semaphore(CONCURRENCY)
+    while True:
+        asked = datetime.now(UTC)
+        due = await broker.due(asked, limit=batch)
+        if not due:
+            break
+        # return_exceptions: every expiration ends before the pass does, and a cancelled
+        # sweeper stays cancelled (without it, the first error would stand in for the
+        # cancellation, and the sweeper would go on).
+        results = await asyncio.gather(
+            *(_expire(broker, item, limit) for item in due), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if not any(results):
+            return interval  # none could be expired now (errors were logged): wait a while
+    upcoming = await broker.next_expiry()
+    if upcoming is None:
+        return interval
+    wait = (upcoming - datetime.now(UTC)).total_seconds()
+    if upcoming <= asked:
+        # Listed as expiring but not due: a stale entry; do not spin on it.
+        return interval
+    return min(interval, max(wait, 0.0))
+
+
+async def _expire(broker: Broker, item: Item, limit: asyncio.Semaphore) -> bool:
+    """True when the item is gone (expired by us or by another sweeper)."""
+    async with limit:
+        try:
+            await broker.publish(
+                Change("expired", rules.expire(item), expected_version=item.version)
+            )
+        except VersionConflict:
+            return True  # another sweeper, or an editor, got there first
+        except BrokerUnavailable:
+            raise
+        except Exception:
+            log.exception("expiring %s failed", item.id)
+            return False
+    log.info("expired %s", item.id)
+    return True
+
+
+async def _pause(delay: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(delay)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), delay)
+    wake.clear()
