@@ -551,3 +551,28 @@ async def test_a_redis_without_a_needed_command_is_misconfigured(make_broker: Ma
             await make_broker(server.url)
     finally:
         server.close()
+
+
+async def test_a_connection_reset_under_uvloop_is_an_outage_not_a_bug(make_broker) -> None:
+    """A Redis connection reset before redis-py's first write on it makes uvloop raise
+    RuntimeError ("the handler is closed"), which redis-py passes on: an outage (503)."""
+    broker = await make_broker()
+
+    async def reset(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "unable to perform operation on <TCPTransport closed=True>; the handler is closed"
+        )
+
+    async def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something else entirely")
+
+    original = broker._redis.hget
+    try:
+        broker._redis.hget = reset
+        with pytest.raises(BrokerUnavailable):
+            await broker.tokens.owner("digest")
+        broker._redis.hget = bug
+        with pytest.raises(RuntimeError, match="something else"):
+            await broker.tokens.owner("digest")
+    finally:
+        broker._redis.hget = original

@@ -264,7 +264,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
 
     sock = servers.listen(settings.host, settings.port, backlog=settings.accept_backlog)
     settings = replace(settings, port=sock.getsockname()[1])  # the real one, if 0 asked any
-    async with _started(make_broker(settings)) as broker:
+    async with _started(make_broker(settings, exclusive=True)) as broker:
         hub = Hub(settings, broker)
         try:
             await hub.start()

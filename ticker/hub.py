@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from . import hub_routes
-from .brokers.base import Broker
+from .brokers.base import Broker, BrokerError
 from .config import Settings
 from .events import EditionState, Gap
 from .fanout import FanOut
@@ -108,8 +108,11 @@ class Hub:
                 logger.error("event log out of step, reloading: %s", exc)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                # The first failure in a row with its traceback, then one line each.
+            except BrokerError as exc:  # the store said what is wrong: one line, less often
+                failures += 1
+                if failures & (failures - 1) == 0:
+                    logger.error("following the store failed %d times, retrying: %s", failures, exc)
+            except Exception as exc:  # a bug: its traceback once, then one line each
                 failures += 1
                 logger.error(
                     "following the broker failed, retrying: %r", exc, exc_info=failures == 1

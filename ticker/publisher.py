@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -702,6 +703,9 @@ class SecurityHeaders:
     def __init__(self, app: ASGIApp, hub_url: str) -> None:
         self.app = app
         hub_origin = hub_url.split("/ws")[0]
+        # The widget reads the same hub as Server-Sent Events where WebSockets fail.
+        stream_origin = hub_origin.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+        hub_origin = f"{hub_origin} {stream_origin}" if stream_origin != hub_origin else hub_origin
         csp = (
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             f"connect-src 'self' {hub_origin}; frame-ancestors 'none'; base-uri 'none'; "

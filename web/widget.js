@@ -198,8 +198,12 @@
 
     const stream = () => {
       const next = new EventSource(url());
+      let heard = false;
       for (const type of ["snapshot", "resumed", "event", "heartbeat"])
-        next.addEventListener(type, (e) => receive(e.data));
+        next.addEventListener(type, (e) => {
+          heard = true;
+          receive(e.data);
+        });
       next.addEventListener("close", (e) => {
         let code = 1000;
         try {
@@ -212,6 +216,12 @@
       // way as a WebSocket instead, with the current cursor.
       next.onerror = () => {
         drop();
+        if (!heard) {
+          // The stream failed too: the hub itself is away, not just WebSockets. Try those
+          // first again, so a hub restart does not leave the page on the fallback.
+          useStream = false;
+          failedOpens = 0;
+        }
         closed(next.readyState === EventSource.CLOSED && !wasLive ? 4400 : 1006);
       };
       return next;

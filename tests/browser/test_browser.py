@@ -544,6 +544,9 @@ def test_a_news_site_on_another_origin_embeds_the_widget_and_a_foreign_page_is_r
     """One script tag and one element on the site's own page. The hub lets the site's origin
     in and refuses any other page's: no cross-site WebSocket hijacking."""
     watch.allow(r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws\?.*' failed")
+    # Refused WebSockets look like broken ones to a page: it tries the stream, refused too.
+    watch.allow(r"Access to resource at 'http://127\.0\.0\.1:\d+/sse\?.*blocked by CORS")
+    watch.allow(r"Failed to load resource: net::ERR_FAILED")
     with (
         news_site(tmp_path / "site") as site,
         news_site(tmp_path / "elsewhere") as elsewhere,

@@ -43,7 +43,10 @@ def test_the_widget_falls_back_to_server_sent_events_and_resumes(
         streams_before = len(blocker.passed)
         blocker.drop_all()
         missed = server.post(edition="en", headline="Posted while the stream was down")
-        expect(bar.locator(f'.ticker-item[data-id="{missed["id"]}"]')).to_have_count(1)
+        # Back within its backoff (at most 4 s after two failed WebSockets), with the cursor.
+        expect(bar.locator(f'.ticker-item[data-id="{missed["id"]}"]')).to_have_count(
+            1, timeout=10_000
+        )
         expect(bar).to_have_attribute("data-state", "live")
         resumed = blocker.passed[streams_before:]
         assert resumed and all("since=" in line for line in resumed), resumed

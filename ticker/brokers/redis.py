@@ -68,6 +68,12 @@ _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 
 
+def _lost_transport(exc: RuntimeError) -> bool:
+    """uvloop's word for a connection reset before redis-py's first write on it, which
+    redis-py passes on as it is: the store went away, like any ConnectionError."""
+    return "handler is closed" in str(exc) or "unable to perform operation" in str(exc)
+
+
 def _lua(*names: str) -> str:
     return "\n".join(Path(__file__).with_name(name).read_text() for name in names)
 
@@ -164,6 +170,10 @@ class RedisBroker(Broker):
         try:
             yield
         except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"Redis at {self._where} is unreachable: {exc}") from exc
+        except RuntimeError as exc:
+            if not _lost_transport(exc):
+                raise
             raise BrokerUnavailable(f"Redis at {self._where} is unreachable: {exc}") from exc
 
     def _edition(self, edition: str) -> _EditionKeys:
