@@ -68,7 +68,8 @@ SCENARIOS = {
     "hub-kill": "hub killed (SIGKILL), restarted",
     "hub-term": "hub sent SIGTERM, restarted",
     "publisher-kill": "publisher killed (SIGKILL) mid-post, restarted",
-    "link-freeze": "hub-Redis link frozen by a TCP proxy",
+    "redis-link-freeze": "hub 1 to Redis link frozen (TCP proxy), then resumed",
+    "reader-link-freeze": "readers to hub 1 link frozen (TCP proxy), then resumed",
 }
 # The columns that must be 0 in every row.
 MUST_BE_ZERO = ("lost", "gaps", "duplicates", "errors_500")
@@ -137,9 +138,10 @@ def redis_ready(port: int) -> Callable[[], bool]:
 
 
 class Stack:
-    """Redis with its AOF, a publisher and two hubs; hub 1 may reach Redis through a proxy."""
+    """Redis with its AOF, a publisher and two hubs. With `proxied` "redis", hub 1 reaches
+    Redis through a freezable proxy; with "readers", readers reach hub 1 through one."""
 
-    def __init__(self, logdir: Path, *, proxied: bool) -> None:
+    def __init__(self, logdir: Path, *, proxied: str | None = None) -> None:
         self.logdir = logdir
         self.proxied = proxied
         self.redis_port = free_port()
@@ -162,8 +164,11 @@ class Stack:
     async def start(self) -> None:
         await self.start_redis()
         add_token(self.redis_port, self.token)
-        if self.proxied:
+        if self.proxied == "redis":
             self.proxy = FreezableProxy(HOST, self.redis_port)
+            await self.proxy.start()
+        elif self.proxied == "readers":
+            self.proxy = FreezableProxy(HOST, self.hub_ports[1])
             await self.proxy.start()
         self.spawn_publisher()
         self.spawn_hub(0)
@@ -185,7 +190,8 @@ class Stack:
         self.managed.append(self.redis)
 
     def redis_url(self, hub: int | None = None) -> str:
-        port = self.proxy.port if self.proxy is not None and hub == 1 else self.redis_port
+        proxied = self.proxy is not None and self.proxied == "redis" and hub == 1
+        port = self.proxy.port if proxied else self.redis_port
         return f"redis://{HOST}:{port}/0"
 
     def _spawn(self, base: str, command: list[str]) -> Managed:
@@ -238,6 +244,13 @@ class Stack:
         process.process.send_signal(sig)
         if sig == signal.SIGKILL:
             await asyncio.to_thread(process.process.wait)
+
+    @property
+    def reader_ports(self) -> list[int]:
+        """Where readers connect: each hub's port, or the proxy's in front of hub 1."""
+        if self.proxy is not None and self.proxied == "readers":
+            return [self.hub_ports[0], self.proxy.port]
+        return list(self.hub_ports)
 
     async def stop(self) -> None:
         if self.redis is not None and self.redis.process.poll() is None:
@@ -492,7 +505,8 @@ FAULTS: dict[str, Callable[[Fault], Awaitable[None]]] = {
     "hub-kill": hub_kill,
     "hub-term": hub_term,
     "publisher-kill": publisher_kill,
-    "link-freeze": link_freeze,
+    "redis-link-freeze": link_freeze,
+    "reader-link-freeze": link_freeze,
 }
 
 
@@ -502,12 +516,13 @@ FAULTS: dict[str, Callable[[Fault], Awaitable[None]]] = {
 async def run_scenario(name: str, index: int, options: Options, pool: WorkerPool, logdir: Path):
     scenario_dir = logdir / name
     scenario_dir.mkdir()
-    stack = Stack(scenario_dir, proxied=name == "link-freeze")
+    proxied = {"redis-link-freeze": "redis", "reader-link-freeze": "readers"}.get(name)
+    stack = Stack(scenario_dir, proxied=proxied)
     poster: Poster | None = None
     started_readers = False
     try:
         await stack.start()
-        hubs = [[HOST, port] for port in stack.hub_ports]
+        hubs = [[HOST, port] for port in stack.reader_ports]
         shares = pool.shares(options.readers)
         firsts = [sum(shares[:i]) for i in range(len(shares))]
         started_readers = True

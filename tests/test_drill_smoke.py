@@ -20,7 +20,8 @@ SCENARIOS = [
     "hub-kill",
     "hub-term",
     "publisher-kill",
-    "link-freeze",
+    "redis-link-freeze",
+    "reader-link-freeze",
 ]
 MUST_BE_ZERO = ("lost", "gaps", "duplicates", "errors_500")
 
@@ -68,3 +69,58 @@ def test_smoke_drill_loses_nothing(tmp_path: Path) -> None:
     assert {row[header.index("ok")] for row in body} == {"yes"}
     # A run that went well leaves no logs behind.
     assert not list(tmp_path.glob("ticker-drill-*"))
+
+
+def test_the_readers_checks_can_fail() -> None:
+    """A gap, a duplicate, a snapshot that does not say reset, and a post missing from a
+    view are each counted; a reset snapshot after the post's acknowledgement announces it."""
+    import asyncio
+
+    from bench.drillclients import Reader, Target, Worker
+    from bench.wire import bench_headline
+
+    def event(offset: int, seq: int, epoch: str = "e1") -> bytes:
+        item = {"id": f"en-{seq}", "headline": bench_headline(seq, 0.0, "x")}
+        return json.dumps(
+            {"type": "event", "cursor": f"{epoch}:{offset}", "kind": "posted", "item": item}
+        ).encode()
+
+    def snapshot(offset: int, seqs: list[int], reset: bool, epoch: str = "e1") -> bytes:
+        items = [{"id": f"en-{s}", "headline": bench_headline(s, 0.0, "x")} for s in seqs]
+        return json.dumps(
+            {"type": "snapshot", "cursor": f"{epoch}:{offset}", "reset": reset, "items": items}
+        ).encode()
+
+    class Conn:
+        greeted = False
+
+    async def check() -> None:
+        worker = Worker()
+        target = worker.targets["t"] = Target("t", [("h", 1)], (0.1, 1.0))
+        readers = [Reader(i, hub=0) for i in range(4)]
+        target.readers = readers
+        for reader in readers:
+            target.on_text(reader, snapshot(0, [], reset=False), Conn())  # type: ignore[arg-type]
+        frames = {
+            0: [event(1, 1), event(2, 2), event(3, 3)],  # all well
+            1: [event(1, 1), event(3, 3)],  # a gap: 2 missing
+            2: [event(1, 1), event(2, 2), event(2, 2), event(3, 3)],  # 2 twice
+            3: [event(1, 1), snapshot(9, [3], reset=True, epoch="e2")],  # 2 gone, announced
+        }
+        for i, payloads in frames.items():
+            for payload in payloads:
+                target.on_text(readers[i], payload, Conn())  # type: ignore[arg-type]
+        acked = {"1": 0.0, "2": 0.0, "3": 0.0}
+        report = await worker.do_report("t", acked)
+        assert report["gaps"] == 1 and report["duplicates"] == 1
+        assert report["lost"] == {"2": 1}
+        assert report["duplicated"] == {"2": 1}
+        assert report["announced"] == {"2": 1}
+        assert report["readers_reset"] == 1
+        assert (await worker.do_wait("t", acked, 0))["pending"] == 1
+        silent = Reader(9, hub=0, epoch="e1", offset=3)
+        target.readers = [silent]
+        target.on_text(silent, snapshot(5, [], reset=False), Conn())  # type: ignore[arg-type]
+        assert silent.gaps == 1
+
+    asyncio.run(check())
