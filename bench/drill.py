@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shlex
 import shutil
@@ -56,6 +57,7 @@ from .tcpproxy import FreezableProxy
 from .wire import bench_headline
 
 RESULTS = ROOT / "bench" / "results" / "drill.json"
+# fsync the AOF before answering: an acknowledged post is on disk, not only in the kernel.
 APPENDFSYNC = "always"
 EDITOR = "drill"
 HOST = "127.0.0.1"
@@ -89,6 +91,7 @@ class Options:
     smoke: bool = False
     json_path: Path | None = None
     keep_logs: bool = False
+    appendfsync: str = APPENDFSYNC
 
 
 # --- Redis, spoken to directly -------------------------------------------------------------
@@ -141,8 +144,11 @@ class Stack:
     """Redis with its AOF, a publisher and two hubs. With `proxied` "redis", hub 1 reaches
     Redis through a freezable proxy; with "readers", readers reach hub 1 through one."""
 
-    def __init__(self, logdir: Path, *, proxied: str | None = None) -> None:
+    def __init__(
+        self, logdir: Path, *, proxied: str | None = None, appendfsync: str = APPENDFSYNC
+    ) -> None:
         self.logdir = logdir
+        self.appendfsync = appendfsync
         self.proxied = proxied
         self.redis_port = free_port()
         self.redis_data = Path(tempfile.mkdtemp(prefix="redis-", dir=logdir))
@@ -183,7 +189,7 @@ class Stack:
             self.logdir,
             port=self.redis_port,
             data=data or self.redis_data,
-            appendfsync=APPENDFSYNC,
+            appendfsync=self.appendfsync,
             name=self._name("redis"),
             death_signal=signal.SIGKILL,  # it may be frozen when the drill dies
         )
@@ -517,7 +523,7 @@ async def run_scenario(name: str, index: int, options: Options, pool: WorkerPool
     scenario_dir = logdir / name
     scenario_dir.mkdir()
     proxied = {"redis-link-freeze": "redis", "reader-link-freeze": "readers"}.get(name)
-    stack = Stack(scenario_dir, proxied=proxied)
+    stack = Stack(scenario_dir, proxied=proxied, appendfsync=options.appendfsync)
     poster: Poster | None = None
     started_readers = False
     try:
@@ -685,7 +691,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 # --- the run -------------------------------------------------------------------------------
 
 
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 async def drill(options: Options, logdir: Path) -> dict[str, Any]:
+    load_before = _load()
     pool = await DrillPool.start(options.client_processes, logdir)
     rows: list[dict[str, Any]] = []
     try:
@@ -700,10 +711,12 @@ async def drill(options: Options, logdir: Path) -> dict[str, Any]:
         await pool.stop()
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m bench.drill " + shlex.join(sys.argv[1:]),
+        "command": " ".join(["python -m bench.drill", *map(shlex.quote, sys.argv[1:])]),
+        # Other work on the machine shows in the timings, never in the must-be-0 columns.
+        "load_average": {"start": load_before, "end": _load()},
         "machine": machine(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-        "appendfsync": APPENDFSYNC,
+        "appendfsync": options.appendfsync,
         "rows": rows,
         "ok": all(r["ok"] for r in rows),
     }
@@ -751,11 +764,21 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--smoke", action="store_true", help="50 readers, 2 s freezes: for CI")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
     parser.add_argument(
+        "--appendfsync",
+        choices=["always", "everysec"],
+        default=APPENDFSYNC,
+        help=f"Redis's AOF fsync policy ({APPENDFSYNC})",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the processes' logs even when all is well"
     )
     args = parser.parse_args(argv)
     options = Options(
-        rate=args.rate, smoke=args.smoke, json_path=args.json_path, keep_logs=args.keep_logs
+        rate=args.rate,
+        smoke=args.smoke,
+        json_path=args.json_path,
+        keep_logs=args.keep_logs,
+        appendfsync=args.appendfsync,
     )
     if args.smoke:
         options.readers, options.freeze, options.down = 50, 2.0, 0.5
@@ -767,7 +790,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         options.freeze = args.freeze
     if args.scenarios:
         options.scenarios = list(dict.fromkeys(args.scenarios))
-    if options.json_path is None and not options.smoke and options.scenarios == list(SCENARIOS):
+    full = options.scenarios == list(SCENARIOS) and options.appendfsync == APPENDFSYNC
+    if options.json_path is None and not options.smoke and full and args.readers is None:
         options.json_path = RESULTS
     return options
 
