@@ -626,6 +626,8 @@ def summarize(
         "readers_reset": sum(r["readers_reset"] for r in reports),
         "readers_reconnected": sum(r["readers_reconnected"] for r in reports),
         "readers_open_at_end": sum(r["open"] for r in reports),
+        "longest_reconnect_s": round(max(r["longest_away_s"] for r in reports), 2),
+        "failed_connection_attempts": _merge_counts(reports, "failed_attempts"),
         "close_codes_by_hub": {h: dict(c) for h, c in closed_by.items()},
         "fault_seconds": round(fault_seconds, 2),
         "first_errors": [e for r in reports for e in r["errors"]][:5],

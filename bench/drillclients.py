@@ -104,6 +104,8 @@ class Reader:
     duplicates: int = 0
     errors: list[str] = field(default_factory=list)
     connects: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # failed attempts, by kind
+    longest_away: float = 0.0  # seconds from a lost connection to the next greeting
     resumes: int = 0
     close_codes: list[tuple[int, int]] = field(default_factory=list)  # (hub, code)
     conn: Conn | None = None
@@ -199,6 +201,7 @@ class Target:
         loop = asyncio.get_running_loop()
         failures = 0
         first, ceiling = self.backoff
+        away_since: float | None = None
         while not self.stopping:
             host, port = self.hubs[reader.hub]
             path = "/ws?edition=en"
@@ -210,16 +213,22 @@ class Target:
                     loop.create_connection(lambda c=conn: c, host, port), CONNECT_TIMEOUT
                 )
                 await asyncio.wait_for(asyncio.shield(conn.ready), CONNECT_TIMEOUT)
-            except (OSError, TimeoutError, ConnectionError):
+            except (OSError, TimeoutError, ConnectionError) as exc:
                 conn.abort()
                 failures += 1
+                kind = type(exc).__name__
+                reader.failures[kind] = reader.failures.get(kind, 0) + 1
             else:
                 reader.connects += 1
                 failures = 0
+                if away_since is not None:
+                    reader.longest_away = max(reader.longest_away, time.time() - away_since)
+                    away_since = None
                 if connected is not None:
                     connected.set()
                     connected = None
                 await conn.lost
+                away_since = time.time()
                 failures = 1
             if self.stopping:
                 return
@@ -382,6 +391,8 @@ class Worker:
             "readers_reset": sum(1 for r in readers if r.reset_times),
             "readers_reconnected": sum(1 for r in readers if r.connects > 1),
             "resumes": sum(r.resumes for r in readers),
+            "longest_away_s": max((r.longest_away for r in readers), default=0.0),
+            "failed_attempts": _sum_counts(r.failures for r in readers),
             "close_codes": codes,
             # readers that got a close code from each hub, counted once per reader
             "closed_by": _closed_by(readers, len(tgt.hubs)),
@@ -414,6 +425,14 @@ def _pending(reader: Reader, seq: int, ack: float) -> bool:
     if reader.has(seq):
         return False
     return not any(t > ack for t in reader.reset_times)
+
+
+def _sum_counts(counts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, value in one.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def _closed_by(readers: list[Reader], hubs: int) -> dict[str, dict[str, int]]:
