@@ -1,11 +1,12 @@
 """The fault drill still runs, in smoke mode (50 readers, 2 s freezes), every scenario, and
 every column that must be 0 is 0: no acknowledged post lost, no reader gap or duplicate, no
-500."""
+500. docs/reliability.md quotes the full run's table, bench/results/drill.json."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "drill.json"
+DOC = ROOT / "docs" / "reliability.md"
 SCENARIOS = [
     "redis-kill",
     "redis-freeze",
@@ -124,3 +127,25 @@ def test_the_readers_checks_can_fail() -> None:
         assert silent.gaps == 1
 
     asyncio.run(check())
+
+
+def test_reliability_doc_quotes_the_committed_full_run() -> None:
+    """docs/reliability.md quotes bench/results/drill.json, the committed full run of
+    `python -m bench.drill`: its table row for row, its date and command, and every figure
+    marked `<!-- drill: SCENARIO FIELD -->`."""
+    from bench.drill import table
+
+    results = json.loads(RESULTS.read_text())
+    options = results["options"]
+    assert (options["readers"], options["smoke"]) == (1000, False)
+    assert results["command"] == "python -m bench.drill"
+    assert results["appendfsync"] == "always"
+    assert [row["scenario"] for row in results["rows"]] == SCENARIOS
+    doc = DOC.read_text()
+    assert table(results["rows"]) in doc
+    assert f"`{results['command']}`, {results['date']}" in doc
+    rows = {row["scenario"]: row for row in results["rows"]}
+    marked = re.findall(r"([0-9][0-9.]*) s<!-- drill: (\S+) (\S+) -->", doc)
+    assert len(marked) == len(SCENARIOS)
+    for figure, name, key in marked:
+        assert float(figure) == rows[name][key], (name, key)
