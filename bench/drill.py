@@ -566,6 +566,15 @@ async def run_scenario(name: str, index: int, options: Options, pool: WorkerPool
         await stack.stop()
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    """Median, 99th percentile and maximum of the readers' longest reconnects."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    at = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+    return {"p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1], 2)}
+
+
 def _merge_counts(reports: list[dict], key: str) -> dict[str, int]:
     merged: Counter[str] = Counter()
     for report in reports:
@@ -627,6 +636,7 @@ def summarize(
         "readers_reconnected": sum(r["readers_reconnected"] for r in reports),
         "readers_open_at_end": sum(r["open"] for r in reports),
         "longest_reconnect_s": round(max(r["longest_away_s"] for r in reports), 2),
+        "reconnect_s": _spread([s for r in reports for s in r["away_s"]]),
         "failed_connection_attempts": _merge_counts(reports, "failed_attempts"),
         "close_codes_by_hub": {h: dict(c) for h, c in closed_by.items()},
         "fault_seconds": round(fault_seconds, 2),

@@ -392,6 +392,7 @@ class Worker:
             "readers_reconnected": sum(1 for r in readers if r.connects > 1),
             "resumes": sum(r.resumes for r in readers),
             "longest_away_s": max((r.longest_away for r in readers), default=0.0),
+            "away_s": [round(r.longest_away, 3) for r in readers if r.longest_away],
             "failed_attempts": _sum_counts(r.failures for r in readers),
             "close_codes": codes,
             # readers that got a close code from each hub, counted once per reader
