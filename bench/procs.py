@@ -151,17 +151,27 @@ def redis_version() -> str:
 # --- processes -----------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Linux only: the child gets SIGTERM if the benchmark dies, so an interrupted run
     leaves no hub or Redis behind holding ports."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 class Managed:
     """A child process with its output in a log file, stopped politely then firmly."""
 
-    def __init__(self, name: str, command: list[str], logdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        logdir: Path,
+        env: dict[str, str],
+        *,
+        death_signal: int = signal.SIGTERM,
+    ) -> None:
+        """`death_signal` reaches the child if this process dies first: SIGKILL for one
+        that may be stopped (SIGSTOP), which would hold a SIGTERM pending forever."""
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = self.log_path.open("ab")
@@ -170,7 +180,7 @@ class Managed:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
-            preexec_fn=_die_with_parent,
+            preexec_fn=lambda: _die_with_parent(death_signal),
         )
 
     @property
@@ -193,15 +203,29 @@ class Managed:
         self._log.close()
 
 
-def start_redis(logdir: Path) -> tuple[Managed, str]:
-    """A private redis-server: no persistence, so disk speed is not measured."""
+def start_redis(
+    logdir: Path,
+    *,
+    port: int | None = None,
+    data: Path | None = None,
+    appendfsync: str | None = None,
+    name: str = "redis",
+    death_signal: int = signal.SIGTERM,
+) -> tuple[Managed, str]:
+    """A private redis-server: no persistence, so disk speed is not measured.
+
+    With `appendfsync` ("always", "everysec") it keeps an append-only file in `data`, and
+    a restart on the same `port` and `data` reloads it (the fault drill does that)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise BenchError(
             "redis-server is not on PATH; install Redis 7+ (Debian: apt-get install redis-server)"
         )
-    port = free_port()
-    data = Path(tempfile.mkdtemp(prefix="bench-redis-", dir=logdir))
+    port = port or free_port()
+    data = data or Path(tempfile.mkdtemp(prefix="bench-redis-", dir=logdir))
+    persistence = ["--appendonly", "no"]
+    if appendfsync is not None:
+        persistence = ["--appendonly", "yes", "--appendfsync", appendfsync]
     command = [
         binary,
         "--port",
@@ -210,14 +234,13 @@ def start_redis(logdir: Path) -> tuple[Managed, str]:
         "127.0.0.1",
         "--save",
         "",
-        "--appendonly",
-        "no",
+        *persistence,
         "--dir",
         str(data),
         "--maxclients",
         "10000",
     ]
-    redis = Managed("redis", command, logdir, {})
+    redis = Managed(name, command, logdir, {}, death_signal=death_signal)
     wait_for(lambda: _redis_ping(port), redis, "redis-server to answer PING")
     return redis, f"redis://127.0.0.1:{port}/0"
 
