@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from nginxproc import Nginx
+from playwright.sync_api import sync_playwright
 from procs import free_port, stop
 from test_cli import ticker
 from test_deploy import compose
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TICKER = [sys.executable, "-m", "ticker.cli"]
 SHUTDOWN_TIMEOUT = 3.0  # worker_shutdown_timeout in the test's nginx (30 s in production)
 RETRY_SECONDS = 0.2  # the test readers' reconnect delay
+CHROMIUM = "/usr/bin/chromium"
 
 
 def compose_env(port: int) -> dict[str, str]:
@@ -318,6 +320,28 @@ async def test_pages_on_either_local_origin_reach_the_hubs_the_page_names(stack)
         ):
             pass
     assert refused.value.response.status_code == 403
+
+
+def test_the_demo_goes_live_in_a_browser_on_either_local_origin(stack):
+    """A real page: the relative hub URL, the page's CSP and the hubs' origin check agree."""
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is missing: ./scripts/test installs it (apt-get install chromium)"
+    )
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            for host in ("127.0.0.1", "localhost"):
+                page = browser.new_page()
+                page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+                page.goto(f"http://{host}:{stack.nginx.port}/demo")
+                page.wait_for_selector("#ticker-en[data-state=live]", timeout=10_000)
+                page.close()
+        finally:
+            browser.close()
+    assert errors == []
 
 
 # --- readers across a hub's death and a proxy reload ----------------------------------
