@@ -27,9 +27,7 @@ import pytest
 from nginxproc import Nginx
 from playwright.sync_api import sync_playwright
 from procs import free_port, stop
-from test_cli import ticker
 from test_deploy import compose
-from test_processes import wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
@@ -40,6 +38,20 @@ TICKER = [sys.executable, "-m", "ticker.cli"]
 SHUTDOWN_TIMEOUT = 3.0  # worker_shutdown_timeout in the test's nginx (30 s in production)
 RETRY_SECONDS = 0.2  # the test readers' reconnect delay
 CHROMIUM = "/usr/bin/chromium"
+
+
+def wait_for(url: str, status: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(url, timeout=2).status_code
+            if last == status:
+                return
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered {status} (last: {last})")
 
 
 def compose_env(port: int) -> dict[str, str]:
@@ -100,9 +112,15 @@ class Stack:
         for index in range(2):
             self.start_hub(index)
         wait_for(f"http://127.0.0.1:{self.port}/readyz", 200)
-        self.token = ticker("token", "create", "desk", "--redis-url", self.redis_url).stdout
-        self.token = self.token.strip()
-        assert self.token
+        created = subprocess.run(
+            [*TICKER, "token", "create", "desk", "--redis-url", self.redis_url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=self.env,
+        )
+        self.token = created.stdout.strip()
+        assert created.returncode == 0 and self.token, created.stderr
         self.nginx.start()
 
     def close(self) -> None:
