@@ -57,12 +57,13 @@ def test_compose_defaults_work_on_localhost_and_127_0_0_1():
         "http://localhost:8080",
         "http://127.0.0.1:8080",
     }
-    # A path: each page resolves it against the address it was opened by.
-    assert environment("TICKER_PUBLIC_HUB_URL") == "/ws"
+    assert environment("TICKER_PUBLIC_HUB_URL") == "ws://localhost:8080/ws"
 
 
-def test_the_public_origin_is_one_setting(monkeypatch):
+def test_the_public_origin_is_two_settings_documented_at_the_top(monkeypatch):
+    monkeypatch.setenv("TICKER_PUBLIC_HUB_URL", "wss://news.example/ws")
     monkeypatch.setenv("TICKER_ALLOWED_ORIGINS", "https://news.example")
+    assert environment("TICKER_PUBLIC_HUB_URL") == "wss://news.example/ws"
     assert environment("TICKER_ALLOWED_ORIGINS") == "https://news.example"
     head = (ROOT / "docker-compose.yml").read_text().split("\nx-ticker")[0]
-    assert "TICKER_ALLOWED_ORIGINS" in head  # documented at the top, where operators look
+    assert "TICKER_PUBLIC_HUB_URL" in head and "TICKER_ALLOWED_ORIGINS" in head
