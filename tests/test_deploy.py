@@ -67,3 +67,12 @@ def test_the_public_origin_is_two_settings_documented_at_the_top(monkeypatch):
     assert environment("TICKER_ALLOWED_ORIGINS") == "https://news.example"
     head = (ROOT / "docker-compose.yml").read_text().split("\nx-ticker")[0]
     assert "TICKER_PUBLIC_HUB_URL" in head and "TICKER_ALLOWED_ORIGINS" in head
+
+
+def test_nginx_may_open_a_descriptor_for_every_connection():
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    connections = int(re.search(r"worker_connections (\d+);", nginx)[1])
+    rlimit = int(re.search(r"worker_rlimit_nofile (\d+);", nginx)[1])
+    assert rlimit >= connections + 1024  # listeners, logs and epoll besides connections
+    hard = int(re.search(r"nofile: (\d+)", (ROOT / "docker-compose.yml").read_text())[1])
+    assert hard >= rlimit
