@@ -360,6 +360,35 @@ def test_the_demo_goes_live_in_a_browser_on_either_local_origin(stack):
     assert errors == []
 
 
+async def test_event_streams_get_a_retry_not_an_error_when_no_hub_serves_them():
+    """EventSource gives up on an error status; nginx turns "no hub" into a stream that
+    ends at once, as a hub that is not ready does, and EventSource reconnects."""
+
+    async def not_ready(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    answering = await asyncio.start_server(not_ready, "127.0.0.1", 0)
+    port = answering.sockets[0].getsockname()[1]
+    for hubs in ([free_port(), free_port()], [port, port]):  # nothing listens; all say 503
+        nginx = Nginx(hubs=hubs, publisher=free_port())
+        try:
+            await asyncio.to_thread(nginx.start)
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.get(f"{nginx.base}/sse?edition=en")
+                websocket = await http.get(f"{nginx.base}/ws?edition=en")
+        finally:
+            nginx.close()
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.text == "retry: 2000\n\n"
+        assert websocket.status_code in (502, 503)  # the widget retries a failed WebSocket
+    answering.close()
+
+
 # --- readers across a hub's death and a proxy reload ----------------------------------
 
 
