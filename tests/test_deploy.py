@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,9 +37,42 @@ def test_compose_has_redis_publisher_two_hubs_and_a_proxy():
     assert "appendonly" in config and "TICKER_REDIS_URL" in config
 
 
-def test_proxy_sends_ws_to_the_hubs_and_the_rest_to_the_publisher():
+def test_proxy_sends_ws_and_sse_to_the_hubs_and_the_rest_to_the_publisher():
     nginx = (ROOT / "deploy" / "nginx.conf").read_text()
     assert "location = /ws" in nginx and "proxy_pass http://hubs" in nginx
+    assert "location = /sse" in nginx
     assert "server hub-1:8001" in nginx and "server hub-2:8001" in nginx
     assert "proxy_pass http://publisher" in nginx
     assert "Upgrade $http_upgrade" in nginx
+
+
+def environment(name: str) -> str:
+    found = re.search(rf"^\s+{name}: (.+)$", compose("config"), re.MULTILINE)
+    assert found, f"docker-compose.yml sets no {name}"
+    return found[1].strip("'\"")
+
+
+def test_compose_defaults_work_on_localhost_and_127_0_0_1():
+    assert set(environment("TICKER_ALLOWED_ORIGINS").split(",")) == {
+        "http://localhost:8080",
+        "http://127.0.0.1:8080",
+    }
+    assert environment("TICKER_PUBLIC_HUB_URL") == "ws://localhost:8080/ws"
+
+
+def test_the_public_origin_is_two_settings_documented_at_the_top(monkeypatch):
+    monkeypatch.setenv("TICKER_PUBLIC_HUB_URL", "wss://news.example/ws")
+    monkeypatch.setenv("TICKER_ALLOWED_ORIGINS", "https://news.example")
+    assert environment("TICKER_PUBLIC_HUB_URL") == "wss://news.example/ws"
+    assert environment("TICKER_ALLOWED_ORIGINS") == "https://news.example"
+    head = (ROOT / "docker-compose.yml").read_text().split("\nx-ticker")[0]
+    assert "TICKER_PUBLIC_HUB_URL" in head and "TICKER_ALLOWED_ORIGINS" in head
+
+
+def test_nginx_may_open_a_descriptor_for_every_connection():
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    connections = int(re.search(r"worker_connections (\d+);", nginx)[1])
+    rlimit = int(re.search(r"worker_rlimit_nofile (\d+);", nginx)[1])
+    assert rlimit >= connections + 1024  # listeners, logs and epoll besides connections
+    hard = int(re.search(r"nofile: (\d+)", (ROOT / "docker-compose.yml").read_text())[1])
+    assert hard >= rlimit
