@@ -84,7 +84,8 @@ BAD_ENV = [
     (
         {"TICKER_PUBLIC_HUB_URL": "https://news.example/ws"},
         "TICKER_PUBLIC_HUB_URL=https://news.example/ws is not valid: "
-        "a URL starting with ws:// or wss://",
+        "a URL starting with ws:// or wss://, or a path such as /ws when one proxy serves "
+        "the publisher and the hubs on one origin",
     ),
     (
         {"TICKER_ALLOWED_ORIGINS": "https://news.example/"},
@@ -223,3 +224,10 @@ def test_client_settings():
     )
     with pytest.raises(ConfigError, match="^--url=127.0.0.1:8000 "):
         client_from_env({}, url="127.0.0.1:8000")
+
+
+def test_the_public_hub_url_may_be_a_path_on_the_pages_own_origin() -> None:
+    assert config.from_env({"TICKER_PUBLIC_HUB_URL": "/ws"}).hub_url() == "/ws"
+    for bad in ("//evil.example/ws", "ws", "http://news.example/ws", "/w s"):
+        with pytest.raises(config.ConfigError, match="TICKER_PUBLIC_HUB_URL"):
+            config.from_env({"TICKER_PUBLIC_HUB_URL": bad})

@@ -92,3 +92,33 @@ async def test_a_pong_answers_a_ping_while_open(stack):
     frames = parse_frames(await reader.read(65536))
     writer.close()
     assert frames == [type(frames[0])(TEXT, b'{"type":"pong"}')]
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "status"),
+    [
+        ("http://news.example:8080", "news.example:8080", b"101"),  # the page's own host
+        ("https://NEWS.example", "news.example", b"101"),
+        ("http://evil.example", "news.example:8080", b"403"),
+        ("http://news.example:8080", "news.example", b"403"),  # another port, another origin
+        ("http://other.example", None, b"403"),
+    ],
+)
+async def test_a_page_from_the_host_it_asks_is_the_hubs_own_origin(stack, origin, host, status):
+    """Behind one proxy, pages and hubs share an origin under any name: no list needed."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.hub.port)
+    lines = [
+        "GET /ws?edition=en HTTP/1.1",
+        *([f"Host: {host}"] if host else []),
+        f"Origin: {origin}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert head.split(b" ", 2)[1] == status, head

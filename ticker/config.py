@@ -224,6 +224,14 @@ def _url(schemes: Iterable[str]) -> Callable[[Any], bool]:
     return check
 
 
+def _hub_address(value: Any) -> bool:
+    """A ws(s):// URL, or a path on the pages' own origin (`/ws`): the widget then dials
+    whatever host the page came from, so one proxy can serve any name."""
+    if isinstance(value, str) and value.startswith("/") and not value.startswith("//"):
+        return value.isascii() and value.isprintable() and " " not in value
+    return _url(("ws", "wss"))(value)
+
+
 def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: value is None or check(value)
 
@@ -338,8 +346,9 @@ SETTINGS: tuple[Setting, ...] = (
         "public_hub_url",
         "TICKER_PUBLIC_HUB_URL",
         _word,
-        _optional(_url(("ws", "wss"))),
-        "a URL starting with ws:// or wss://",
+        _optional(_hub_address),
+        "a URL starting with ws:// or wss://, or a path such as /ws when one proxy serves "
+        "the publisher and the hubs on one origin",
         "--public-hub-url",
     ),
     Setting("ping_interval", "TICKER_PING_INTERVAL", _number, _seconds, SECONDS),

@@ -702,13 +702,16 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, hub_url: str) -> None:
         self.app = app
-        hub_origin = hub_url.split("/ws")[0]
+        hub_origin = "" if hub_url.startswith("/") else hub_url.split("/ws")[0]  # '/ws': 'self'
         # The widget reads the same hub as Server-Sent Events where WebSockets fail.
         stream_origin = hub_origin.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-        hub_origin = f"{hub_origin} {stream_origin}" if stream_origin != hub_origin else hub_origin
+        if stream_origin != hub_origin:
+            hub_origin = f"{hub_origin} {stream_origin}"
+        connect = " ".join(["'self'", *hub_origin.split()])
         csp = (
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            f"connect-src 'self' {hub_origin}; frame-ancestors 'none'; base-uri 'none'; "
+            f"connect-src {connect}; "
+            "frame-ancestors 'none'; base-uri 'none'; "
             "form-action 'self'; object-src 'none'"
         )
         self.headers = [

@@ -151,7 +151,8 @@
     };
 
     const url = () => {
-      const u = new URL(hub, BASE);
+      const u = new URL(hub, BASE); // a path such as /ws: the page's own host
+      if (!useStream && u.protocol.startsWith("http")) u.protocol = u.protocol.replace("http", "ws");
       if (useStream) {
         // The same hub serves Server-Sent Events beside its WebSocket.
         u.protocol = u.protocol === "wss:" ? "https:" : u.protocol === "ws:" ? "http:" : u.protocol;

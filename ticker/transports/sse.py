@@ -72,14 +72,26 @@ def parse_request(
     return subscription, since
 
 
-def allowed_origin(origin: str | None, settings: Settings) -> tuple[bool, str | None]:
-    """Whether a page from `origin` may read the stream, and the CORS header to send."""
+def allowed_origin(
+    origin: str | None, settings: Settings, host: str | None = None
+) -> tuple[bool, str | None]:
+    """Whether a page from `origin` may read the feed, and the CORS header to send. A page
+    from the very host it asks (one proxy in front of publisher and hubs) is the hub's
+    own origin, so no list needs to name it."""
     origins = settings.origins()
     if origin is None:
         return True, None  # not a browser page: no CORS involved
     if origins is None:
         return True, "*"
-    return (origin in origins), origin
+    if origin in origins or (host is not None and same_host(origin, host)):
+        return True, origin
+    return False, origin
+
+
+def same_host(origin: str, host: str) -> bool:
+    """`https://news.example:8443` against a Host header of `news.example:8443`."""
+    scheme, sep, rest = origin.partition("://")
+    return bool(sep) and scheme in ("http", "https") and rest.lower() == host.strip().lower()
 
 
 def response_head(cors_origin: str | None) -> bytes:

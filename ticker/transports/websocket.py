@@ -131,6 +131,13 @@ class WebSocketEndpoint:
         plain answer for anything else."""
         path, _, query = request.path.partition("?")
         if path == "/ws":
+            allowed, _ = sse.allowed_origin(
+                request.headers.get("Origin"), self.settings, request.headers.get("Host")
+            )
+            if not allowed:  # cross-site WebSocket hijacking: the page's origin is not ours
+                return _response(
+                    PlainAnswer(HTTPStatus.FORBIDDEN, "pages from this origin may not connect\n")
+                )
             return conn.ws.accept(request)
         if path == "/sse":
             self._open_stream(conn, query, request)
@@ -139,7 +146,9 @@ class WebSocketEndpoint:
 
     def _open_stream(self, conn: Connection, query: str, request: Request) -> None:
         headers = request.headers
-        allowed, cors = sse.allowed_origin(headers.get("Origin"), self.settings)
+        allowed, cors = sse.allowed_origin(
+            headers.get("Origin"), self.settings, headers.get("Host")
+        )
         if not allowed:
             refusal = "pages from this origin may not read the ticker"
             conn.refuse(sse.error_response(HTTPStatus.FORBIDDEN, refusal, None))
@@ -238,9 +247,8 @@ class Connection(asyncio.Protocol):
         self.endpoint = endpoint
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.send: Callable[[bytes], None] = _nowhere
-        self.ws = ServerProtocol(
-            origins=endpoint.origins, max_size=endpoint.limits.ws_frame_max_bytes, logger=_quiet
-        )
+        # Origins are checked in WebSocketEndpoint.respond, which also knows the Host.
+        self.ws = ServerProtocol(max_size=endpoint.limits.ws_frame_max_bytes, logger=_quiet)
         self.group: Group | None = None
         self.joined = 0
         self.heard = 0.0  # loop time the peer last sent anything
