@@ -255,3 +255,10 @@ async def test_a_replay_finds_the_first_item_after_it_changed(broker: Broker) ->
     assert minimal.replayed and minimal.cursor is None
     assert (minimal.item.id, minimal.item.version, minimal.item.status) == (item.id, 1, "withdrawn")
     assert (await broker.state("en")).offset == 53
+
+
+async def test_cursor_is_where_the_log_stands(broker: Broker) -> None:
+    assert await broker.cursor("es") == (await broker.state("es")).cursor
+    await post(broker, "Moves it")
+    assert await broker.cursor("en") == (await broker.live("en"))[0]
+    assert (await broker.cursor("en")).offset == 1

@@ -277,8 +277,7 @@ class _Api:
             raise ApiError(400, "invalid_parameter", exc.reason) from None
         limit = _limit(params.get("limit"))
         edition = subscription.edition
-        current, _ = await _call(self.broker.live(edition))
-        tag = catchup.etag(current)
+        tag = catchup.etag(await _call(self.broker.cursor(edition)))
         headers = {"ETag": tag, "Cache-Control": "public, no-cache"}
         if tag in _etags(request.headers.get("if-none-match")):
             return _public(Response(status_code=304, headers=headers))

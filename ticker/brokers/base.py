@@ -145,6 +145,12 @@ class Broker(abc.ABC):
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
         """Live items whose expiry has passed, soonest first."""
 
+    async def cursor(self, edition: str) -> Cursor:
+        """Where the edition's log stands; brokers answer it cheaper than `live`, for the
+        conditional requests that ask only whether anything changed."""
+        cursor, _ = await self.live(edition)
+        return cursor
+
     async def next_expiry(self) -> datetime | None:
         """When the soonest live item expires (possibly in the past), or None when none
         will. The expiry sweeper sleeps until then; a broker that cannot tell returns None

@@ -437,6 +437,10 @@ class EmbeddedBroker(Broker):
             ).fetchall()
         return [Item.from_dict(json.loads(row[0])) for row in rows]
 
+    async def cursor(self, edition: str) -> Cursor:
+        with self._guard():
+            return Cursor(*self._ensure_epoch(edition))
+
     async def next_expiry(self) -> datetime | None:
         with self._guard():
             row = self.db.execute(

@@ -369,6 +369,14 @@ class RedisBroker(Broker):
         found.sort(key=lambda pair: pair[0])
         return [item for _, item in found[:limit]]
 
+    async def cursor(self, edition: str) -> Cursor:
+        keys = self._edition(edition)
+        with self._reachable():
+            epoch, offset = await self._redis.hmget(keys.meta, "epoch", "offset")
+        if epoch is None:  # no epoch yet: let the state script start one
+            return (await self.state(edition)).cursor
+        return Cursor(epoch.decode(), int(offset))
+
     async def next_expiry(self) -> datetime | None:
         soonest: float | None = None
         with self._reachable():
