@@ -34,6 +34,7 @@ class HttpConnection:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.etag: str | None = None  # of the last answer, for conditional requests
 
     async def open(self) -> HttpConnection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -66,6 +67,8 @@ class HttpConnection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
+            elif name.strip().lower() == b"etag":
+                self.etag = value.strip().decode()
         return status, await self.reader.readexactly(length) if length else b""
 
     async def close(self) -> None:

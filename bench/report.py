@@ -12,6 +12,7 @@ TARGETS = {
     "posts_per_second": 2000,
     "post_p99_ms": 10.0,
     "stream_cpu_ratio": 1.15,
+    "conditional_per_second": 2000,
     "kb_per_stream": 8.0,
 }
 
@@ -63,6 +64,10 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, bool]]:
         ),
         ("the hub closed no reader (keepalive answered)", keep["closed_by_server"] == 0),
         ("publisher: every post accepted", all(p["failed"] == 0 for p in r["publisher"]["sweep"])),
+        (
+            "conditional GETs: every one answered 304",
+            all(c["not_modified"] == c["requests"] for c in r["conditional"].values()),
+        ),
     ]
     return checks
 
@@ -120,6 +125,18 @@ def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "ge",
         ),
         ("publisher, p99 ms", r["publisher"]["p99_ms"], f"<= {t['post_p99_ms']}", "le"),
+        (
+            "catch-up answered 304, requests/s",
+            r["conditional"]["catch_up"]["per_second"],
+            f">= {t['conditional_per_second']}",
+            "ge",
+        ),
+        (
+            "feed answered 304, requests/s",
+            r["conditional"]["feed"]["per_second"],
+            f">= {t['conditional_per_second']}",
+            "ge",
+        ),
         (
             "SSE CPU per delivery, x WebSocket",
             r["streams"]["ratio"],
@@ -244,6 +261,12 @@ def render(r: dict[str, Any]) -> str:
             f"CPU per post: publisher {p['publisher_cpu_us_per_post']} us, "
             f"Redis {p['redis_cpu_us_per_post']} us, hub {p['hub_cpu_us_per_post']} us"
             for p in pub["sweep"]
+        ],
+        *[
+            f"conditional GET {name}: {c['per_second']} requests/s answered 304 "
+            f"({c['not_modified']}/{c['requests']}), publisher CPU "
+            f"{c['publisher_cpu_us_per_request']} us each"
+            for name, c in r["conditional"].items()
         ],
         f"server-sent events: {r['streams']['readers']} streams beside "
         f"{r['streams']['websocket_readers']} WebSocket readers: "

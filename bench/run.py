@@ -623,6 +623,43 @@ class Bench:
         best = max(within or sweep, key=lambda s: s["posts_per_second"])
         return {**best, "sweep": sweep}
 
+    async def measure_conditional(self) -> dict[str, Any]:
+        """Readers that pull: conditional GETs of the catch-up and a feed while nothing
+        changes, each answered 304, on as many connections as the bursts use."""
+        total = 500 if self.options.smoke else 6000
+        return {
+            "catch_up": await self._conditional("/api/events?edition=en", total),
+            "feed": await self._conditional("/feeds/en.rss", total),
+        }
+
+    async def _conditional(self, path: str, total: int) -> dict[str, Any]:
+        conns = [await HttpConnection("127.0.0.1", self.publisher_port).open() for _ in range(8)]
+        status, _ = await conns[0].request("GET", path, b"", {})
+        tag = conns[0].etag
+        if status != 200 or not tag:
+            raise BenchError(f"{path}: no ETag to ask with ({status})")
+        todo = iter(range(total))
+        statuses: dict[int, int] = {}
+
+        async def run(conn: HttpConnection) -> None:
+            for _ in todo:
+                got, _ = await conn.request("GET", path, b"", {"If-None-Match": tag})
+                statuses[got] = statuses.get(got, 0) + 1
+
+        cpu0, t0 = cpu_seconds(self.publisher.pid), time.time()
+        await asyncio.gather(*(run(c) for c in conns))
+        elapsed = time.time() - t0
+        cpu1 = cpu_seconds(self.publisher.pid)
+        for conn in conns:
+            await conn.close()
+        return {
+            "requests": total,
+            "not_modified": statuses.get(304, 0),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "per_second": round(total / elapsed),
+            "publisher_cpu_us_per_request": round((cpu1 - cpu0) / total * 1e6, 1),
+        }
+
     async def _publisher_level(self, concurrency: int) -> dict[str, Any]:
         total = self.options.posts
         conns = await self.poster.connect(concurrency)
@@ -806,6 +843,7 @@ class Bench:
         r["keepalive"] = await self.keepalive_state()
         await self.pool.all({"cmd": "drop", "target": "hub"})
         r["publisher"] = await self.measure_publisher()
+        r["conditional"] = await self.measure_conditional()
         self._start_profiler("streams")
         r["streams"] = await self.measure_streams()
         self._stop_profiler()

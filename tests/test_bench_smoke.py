@@ -29,6 +29,7 @@ CHECKS = {
     "the hub closed no reader (keepalive answered)",
     "publisher: every post accepted",
     "streams: every reader got every item, in order",
+    "conditional GETs: every one answered 304",
 }
 
 

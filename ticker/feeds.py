@@ -166,15 +166,16 @@ def answer(
     kind: str,
     query: FeedQuery,
     cursor: Cursor,
-    live: Iterable[Mapping[str, Any]],
+    live: Iterable[Mapping[str, Any]] | None,
     *,
     request_headers: Mapping[str, str],
     base_url: str,
     self_url: str,
     now: datetime,
     freshness: Freshness,
-) -> FeedAnswer:
-    """The whole answer to a feed request: 200 with the feed, or 304."""
+) -> FeedAnswer | None:
+    """The whole answer to a feed request: 200 with the feed, or 304. Without the live
+    items (`live` None) only a 304 can be answered; None means: read them and ask again."""
     first_seen = freshness.since(query.edition, cursor, now.timestamp())
     # HTTP dates have whole seconds: a date is sent once its second is over, so that two
     # states of the feed never share one Last-Modified.
@@ -187,6 +188,8 @@ def answer(
         headers["Last-Modified"] = format_datetime(last_modified, usegmt=True)
     if not_modified(request_headers, tag, last_modified):
         return FeedAnswer(304, b"", headers, MEDIA_TYPES[kind])
+    if live is None:
+        return None
     changed = now if first_seen is None else datetime.fromtimestamp(first_seen, UTC)
     feed = Feed.of(query, select(live, query, now), base_url, self_url, changed)
     body = {"rss": rss, "atom": atom, "json": json_feed}[kind](feed)
