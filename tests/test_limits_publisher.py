@@ -180,3 +180,57 @@ def test_settings_of_the_limits_are_checked(tmp_path: Path):
         with pytest.raises(config.ConfigError) as caught:
             config.from_env(env)
         assert next(iter(env)) in str(caught.value)
+
+
+# --- behind a proxy --------------------------------------------------------------------------
+
+
+async def failures_then_status(base: str, forwarded: list[str]) -> list[int]:
+    """One failed authentication per X-Forwarded-For value, in turn: their statuses."""
+    codes = []
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        for address in forwarded:
+            response = await http.get(
+                "/api/whoami",
+                headers={"Authorization": "Bearer nope", "X-Forwarded-For": address},
+            )
+            codes.append(response.status_code)
+    return codes
+
+
+@pytest.mark.parametrize("trusted", [("127.0.0.1",), ("10.0.0.0/8",)], ids=["trusted", "not"])
+async def test_the_publisher_believes_x_forwarded_for_from_trusted_proxies_only(
+    tmp_path: Path, trusted: tuple[str, ...]
+):
+    from dataclasses import replace
+
+    from ticker import servers
+    from ticker.brokers.embedded import EmbeddedBroker
+    from ticker.publisher import create_app
+
+    settings = replace(
+        settings_for(tmp_path),
+        auth_failure_rate="2/minute",
+        trusted_proxies=trusted,
+        log_level="warning",
+    )
+    broker = EmbeddedBroker(tmp_path / "proxy.db", editions=("en",))
+    sock = servers.listen("127.0.0.1", 0, backlog=16)
+    server = servers.web_server(settings, create_app(settings, broker))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    try:
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        # The left part is the client's own say-so; the proxy appended the real address.
+        codes = await failures_then_status(
+            base, ["1.1.1.1, 198.51.100.1", "198.51.100.1", "198.51.100.1", "198.51.100.2"]
+        )
+    finally:
+        server.should_exit = True
+        await task
+    if trusted == ("127.0.0.1",):
+        assert codes == [401, 401, 429, 401]  # each client has its own budget
+    else:
+        assert codes == [401, 401, 429, 429]  # everyone is the peer, 127.0.0.1
