@@ -111,6 +111,8 @@ class Settings:
     hub_max_connections_per_address: int = 0
     hub_handshakes_per_second: float = 0.0
     hub_handshake_burst: int = 20
+    # With it, hub worker N also answers on hub_metrics_port + N, so each can be scraped.
+    hub_metrics_port: int | None = None
     # Peers whose X-Forwarded-For is believed: addresses or networks.
     trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     log_level: str = "info"
@@ -441,6 +443,13 @@ SETTINGS: tuple[Setting, ...] = (
         "a number, 0 (no limit) or more",
     ),
     Setting("hub_handshake_burst", "TICKER_HUB_HANDSHAKE_BURST", _integer, _positive_int, COUNT),
+    Setting(
+        "hub_metrics_port",
+        "TICKER_HUB_METRICS_PORT",
+        _integer,
+        _optional(lambda v: _is_int(v, 1, 65535)),
+        "a port, 1-65535; hub worker N listens on this port + N",
+    ),
     Setting(
         "trusted_proxies",
         "TICKER_TRUSTED_PROXIES",
