@@ -83,7 +83,8 @@ def _encodable(text: str) -> str:
 
 def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -> Starlette:
     # Every change an editor saves is counted on its way to the store.
-    api = _Api(settings, metrics.CountingBroker(broker), Limits(settings))  # type: ignore[arg-type]
+    guard = Limits(settings)
+    api = _Api(settings, metrics.CountingBroker(broker), guard)  # type: ignore[arg-type]
     web = settings.web_dir
     routes = [
         Route("/healthz", api.healthz),
@@ -116,6 +117,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await guard.close()
             if own_broker:
                 await broker.close()
 

@@ -19,6 +19,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
 
 from .config import Settings
 
@@ -33,21 +34,23 @@ class Verdict:
     retry_after: int = 0  # whole seconds until the budget allows one more
 
 
-def storage_for(settings: Settings) -> Storage:
-    """Redis when the service runs on Redis (shared by every publisher), else memory."""
+def storage_for(settings: Settings) -> tuple[Storage, ConnectionPool | None]:
+    """Redis when the service runs on Redis (shared by every publisher), else memory; and
+    the Redis connections, to close when the app stops."""
     url = settings.redis_url
     if not url:
-        return MemoryStorage()
+        return MemoryStorage(), None
+    pool = ConnectionPool.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
     scheme, _, rest = url.partition("://")
     scheme = {"redis": "async+redis", "rediss": "async+rediss", "unix": "async+redis+unix"}[scheme]
-    return RedisStorage(
+    storage = RedisStorage(
         f"{scheme}://{rest}",
         wrap_exceptions=True,
         implementation="redispy",
         key_prefix=KEY_PREFIX,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
+        connection_pool=pool,  # type: ignore[arg-type]
     )
+    return storage, pool
 
 
 class Limit:
@@ -96,6 +99,10 @@ class Limits:
     """Every limit of one publisher app, on one storage."""
 
     def __init__(self, settings: Settings) -> None:
-        self.storage = storage_for(settings)
+        self.storage, self._pool = storage_for(settings)
         self.posts = Limit("posts", settings.post_rate, self.storage)
         self.auth_failures = Limit("auth-failures", settings.auth_failure_rate, self.storage)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
