@@ -82,8 +82,8 @@ def _encodable(text: str) -> str:
 
 
 def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -> Starlette:
+    guard = Limits(settings)  # posts per token, failed authentications per address
     # Every change an editor saves is counted on its way to the store.
-    guard = Limits(settings)
     api = _Api(settings, metrics.CountingBroker(broker), guard)  # type: ignore[arg-type]
     web = settings.web_dir
     routes = [

@@ -149,7 +149,8 @@ class WebSocketEndpoint:
             refusal = self.admission.admit(conn.address, self.loop.time())
             if refusal is not None:
                 self.metrics.refused += 1
-                logger.info("refused %s: %s", conn.address, refusal)
+                # Debug only: a flood of refusals must not become a flood of log lines.
+                logger.debug("refused %s: %s", conn.address, refusal)
                 return self._refuse(conn, path, request, refusal)
             conn.admitted = True
         if path == "/ws":
