@@ -229,6 +229,7 @@ def _shared_metrics(name: str) -> Iterator[None]:
         return
     given = os.environ.get(METRICS_DIR_ENV)
     directory = given or tempfile.mkdtemp(prefix="ticker-metrics-")
+    Path(directory).mkdir(parents=True, exist_ok=True)
     for stale in Path(directory).glob("*.db"):  # counts of an earlier run
         stale.unlink()
     os.environ[METRICS_DIR_ENV] = directory  # the workers inherit it
