@@ -242,7 +242,8 @@ class Bench:
     # --- set-up and tear-down ---------------------------------------------------------
 
     async def start(self) -> None:
-        env = {"TICKER_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
+        # The bench posts far faster than an editor may: it lifts the per-token post rate.
+        env = {"TICKER_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1", "TICKER_POST_RATE": "off"}
         if self.options.serve:
             self._start_serve(env)
         else:

@@ -31,6 +31,8 @@ def settings_for(tmp_path: Path, redis_url: str | None = None, **overrides: Any)
         hub_port=0,
         port=0,
         allowed_origins=("http://news.example",),
+        # The suite posts in bursts far above an editor's pace; tests of the limit set it.
+        post_rate="off",
     )
     limits = overrides.pop("limits", {})
     return replace(settings, limits=replace(settings.limits, **limits), **overrides)

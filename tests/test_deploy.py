@@ -78,3 +78,9 @@ def test_nginx_may_open_a_descriptor_for_every_connection():
     assert rlimit >= connections + 1024  # listeners, logs and epoll besides connections
     hard = int(re.search(r"nofile: (\d+)", (ROOT / "docker-compose.yml").read_text())[1])
     assert hard >= rlimit
+
+
+def test_the_proxy_keeps_metrics_from_the_public():
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    block = nginx.split("location = /metrics", 1)[1].split("}", 1)[0]
+    assert "return 404" in block

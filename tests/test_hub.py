@@ -316,10 +316,11 @@ async def test_hub_health_endpoints(stack, tmp_path):
         for sample in family.samples
     }
     types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
-    assert types["ticker_hub_connections"] == "gauge"
+    assert types["ticker_hub_open_connections"] == "gauge"
+    assert types["ticker_hub_connections_total"] == "counter"
     assert types["ticker_hub_events_total"] == "counter"
     assert types["ticker_hub_fanout_seconds"] == "histogram"
-    assert samples[("ticker_hub_connections", ())] == 0
+    assert samples[("ticker_hub_open_connections", ())] == 0
     assert samples[("ticker_hub_events_total", ())] == 0
     assert samples[("ticker_hub_fanout_seconds_bucket", (("le", "+Inf"),))] == 0
     for name, _labels in samples:
@@ -363,11 +364,12 @@ async def test_metrics_in_prometheus_text(stack):
     samples = dict(
         line.rsplit(" ", 1) for line in response.text.splitlines() if not line.startswith("#")
     )
-    assert samples["ticker_hub_connections"] == "1"
-    assert samples["ticker_hub_events_total"] == "1"
-    assert int(samples["ticker_hub_deliveries_total"]) >= 1
-    assert samples['ticker_hub_edition_offset{edition="en"}'] == "1"
-    assert int(samples['ticker_hub_fanout_seconds_bucket{le="+Inf"}']) >= 1
+    assert float(samples["ticker_hub_open_connections"]) == 1
+    assert float(samples["ticker_hub_connections_total"]) == 1
+    assert float(samples["ticker_hub_events_total"]) == 1
+    assert float(samples["ticker_hub_deliveries_total"]) >= 1
+    assert float(samples['ticker_hub_edition_offset{edition="en"}']) == 1
+    assert float(samples['ticker_hub_fanout_seconds_bucket{le="+Inf"}']) >= 1
     assert float(samples["ticker_hub_lag_seconds"]) < 5
 
 

@@ -112,11 +112,11 @@ async def test_hub_workers_share_the_port_and_all_deliver(redis_url):
             for _ in range(40):  # each scrape lands on one worker
                 samples = scrape(hub_port)
                 for key, value in samples.items():
-                    if key.startswith("ticker_hub_connections{"):
-                        seen[key] = int(value)
+                    if key.startswith("ticker_hub_open_connections{"):
+                        seen[key] = int(float(value))
             assert set(seen) == {
-                'ticker_hub_connections{worker="0"}',
-                'ticker_hub_connections{worker="1"}',
+                'ticker_hub_open_connections{worker="0"}',
+                'ticker_hub_open_connections{worker="1"}',
             }
             assert sum(seen.values()) == 24 and min(seen.values()) > 0
             await post(port, token, "en", "To every worker")

@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from . import config, eventloop
@@ -205,11 +208,36 @@ def _supervised(name: str, command: Command, workers: str) -> Callable[[argparse
                 *("--supervisor-pid", supervisor_pid),
             ]
 
-        code = Supervisor(name, worker, count, stop_timeout=settings.shutdown_grace + 10).run()
+        with _shared_metrics(name):
+            code = Supervisor(name, worker, count, stop_timeout=settings.shutdown_grace + 10).run()
         if code:
             raise SystemExit(code)
 
     return run
+
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def _shared_metrics(name: str) -> Iterator[None]:
+    """Publisher workers count into one directory (prometheus_client's multiprocess mode),
+    so a scrape of the shared port, whichever worker answers it, adds up all of them. The
+    hub's workers are scraped one by one instead (TICKER_HUB_METRICS_PORT)."""
+    if name != "publisher":
+        yield
+        return
+    given = os.environ.get(METRICS_DIR_ENV)
+    directory = given or tempfile.mkdtemp(prefix="ticker-metrics-")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):  # counts of an earlier run
+        stale.unlink()
+    os.environ[METRICS_DIR_ENV] = directory  # the workers inherit it
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
@@ -320,6 +348,11 @@ async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
         await web
     finally:
         await broker.close()
+        if os.environ.get(METRICS_DIR_ENV):
+            from prometheus_client import multiprocess
+
+            # This worker's gauges leave the sum; its counters stay in the totals.
+            multiprocess.mark_process_dead(os.getpid())
 
 
 async def _hub(settings: Settings, args: argparse.Namespace) -> None:
@@ -332,11 +365,21 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
     await _start_or_retry(broker)
     index = args.worker_index
     hub = Hub(settings, broker, worker=index)
+    own: asyncio.Server | None = None
     try:
         await hub.start(reuse_port=index is not None)  # a port in use raises here
+        if settings.hub_metrics_port is not None:
+            # A port of this worker's own, so /metrics answers for this worker every time.
+            port = settings.hub_metrics_port + (index or 0)
+            own = await asyncio.get_running_loop().create_server(
+                hub.websockets.connection, settings.hub_host, port
+            )
+            log.info("hub worker %s answers /metrics on port %d", index or 0, port)
         log.info("hub listening on %s", settings.hub_url())
         await servers.until_signal()
     finally:
+        if own is not None:
+            own.close()
         # Also after a failed start: the hub's tasks and the store's follow must end, or
         # the process would wait for them forever instead of exiting.
         await hub.stop()

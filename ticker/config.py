@@ -12,6 +12,7 @@ instead of listening on the wrong port or dropping clients hours later.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -103,6 +104,17 @@ class Settings:
     header_timeout: float = 10.0  # the publisher: seconds to deliver complete request headers
     keep_alive_timeout: float = 5.0  # the publisher: an idle keep-alive connection is closed
     max_connections_per_address: int = 256  # the publisher: open connections per client IP
+    # Abuse limits of the publisher, in the `limits` syntax ("60/minute;10/second"), or "off".
+    post_rate: str = "60/minute;10/second"  # posts, corrections, withdrawals per editor token
+    auth_failure_rate: str = "10/minute"  # failed authentications per client address
+    # Abuse limits of the hub, per client address; 0 turns each off.
+    hub_max_connections_per_address: int = 0
+    hub_handshakes_per_second: float = 0.0
+    hub_handshake_burst: int = 20
+    # With it, hub worker N also answers on hub_metrics_port + N, so each can be scraped.
+    hub_metrics_port: int | None = None
+    # Peers whose X-Forwarded-For is believed: addresses or networks.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     log_level: str = "info"
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     limits: Limits = field(default_factory=Limits)
@@ -286,6 +298,28 @@ def _token(value: Any) -> bool:
     return value is None or (isinstance(value, str) and bool(value) and value.isprintable())
 
 
+_RATE = re.compile(r"\s*[1-9][0-9]*\s*(/|per)\s*([1-9][0-9]*\s*)?(second|minute|hour|day)s?\s*")
+
+
+def _rate(value: Any) -> bool:
+    """`off`, or rates in the `limits` syntax, separated by `;`: every one must hold."""
+    return isinstance(value, str) and (
+        value == "off" or all(_RATE.fullmatch(part) for part in value.split(";"))
+    )
+
+
+def _network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _count_or_off(value: Any) -> bool:
+    return _is_int(value, 0)
+
+
 PORT = "a port is 1-65535, or 0 for any free port"
 SECONDS = "a number of seconds above 0"
 COUNT = "a whole number, 1 or more"
@@ -388,6 +422,49 @@ SETTINGS: tuple[Setting, ...] = (
         _integer,
         _positive_int,
         COUNT,
+    ),
+    Setting(
+        "post_rate",
+        "TICKER_POST_RATE",
+        _lower,
+        _rate,
+        "rates like 60/minute, several joined by ; (each must hold), or off",
+    ),
+    Setting(
+        "auth_failure_rate",
+        "TICKER_AUTH_FAILURE_RATE",
+        _lower,
+        _rate,
+        "rates like 10/minute, several joined by ; (each must hold), or off",
+    ),
+    Setting(
+        "hub_max_connections_per_address",
+        "TICKER_HUB_MAX_CONNECTIONS_PER_ADDRESS",
+        _integer,
+        _count_or_off,
+        "a whole number, 0 (no cap) or more",
+    ),
+    Setting(
+        "hub_handshakes_per_second",
+        "TICKER_HUB_HANDSHAKES_PER_SECOND",
+        _number,
+        lambda v: _is_number(v, 0, inclusive=True),
+        "a number, 0 (no limit) or more",
+    ),
+    Setting("hub_handshake_burst", "TICKER_HUB_HANDSHAKE_BURST", _integer, _positive_int, COUNT),
+    Setting(
+        "hub_metrics_port",
+        "TICKER_HUB_METRICS_PORT",
+        _integer,
+        _optional(lambda v: _is_int(v, 1, 65535)),
+        "a port, 1-65535; hub worker N listens on this port + N",
+    ),
+    Setting(
+        "trusted_proxies",
+        "TICKER_TRUSTED_PROXIES",
+        _names,
+        _list_of(_network),
+        "comma-separated IP addresses or networks like 127.0.0.1,10.0.0.0/8, none twice",
     ),
     Setting(
         "log_level",

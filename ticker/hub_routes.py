@@ -33,6 +33,5 @@ def answer(
             return PlainAnswer(HTTPStatus.OK, "ready\n")
         return PlainAnswer(HTTPStatus.SERVICE_UNAVAILABLE, "loading\n")
     if path == "/metrics":
-        labels = f'worker="{worker}"' if worker is not None else ""
-        return PlainAnswer(HTTPStatus.OK, render(metrics, labels), PROMETHEUS_TEXT)
+        return PlainAnswer(HTTPStatus.OK, render(metrics, worker), PROMETHEUS_TEXT)
     return PlainAnswer(HTTPStatus.NOT_FOUND, "the ticker hub serves /ws and /sse\n")

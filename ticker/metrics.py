@@ -1,4 +1,5 @@
-"""Hub metrics in the Prometheus text format, with no dependency and no I/O.
+"""Hub metrics: plain integers on the hot path, exported in the Prometheus text format
+through a prometheus_client collector, with no I/O.
 
 Everything is counted per event or per group, never per connection per message, so
 measuring the hot path does not slow it down.
@@ -7,7 +8,19 @@ measuring the hot path does not slow it down.
 from __future__ import annotations
 
 import bisect
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -36,63 +49,98 @@ class HubMetrics:
     keepalive_timeouts: int = 0
     protocol_errors: int = 0
     resets: int = 0
+    refused: int = 0
     lag_seconds: float = 0.0
     fanout: Histogram = field(default_factory=Histogram)
     offsets: dict[str, int] = field(default_factory=dict)
 
 
-_HELP = {
-    "connections": ("gauge", "Open WebSocket connections."),
-    "connections_total": ("counter", "WebSocket connections accepted."),
-    "events": ("counter", "Events received from the broker and applied."),
-    "deliveries": ("counter", "Frames written to connections (one per connection per frame)."),
-    "frames": ("counter", "Distinct frames built; each is written to a whole group."),
-    "slow_consumers": ("counter", "Connections closed because they read too slowly."),
-    "keepalive_timeouts": ("counter", "Connections closed for not answering a ping."),
-    "protocol_errors": ("counter", "Connections closed for breaking the protocol."),
-    "resets": ("counter", "Times an edition was reloaded and its clients sent a reset."),
-    "lag_seconds": ("gauge", "Age of the latest event when the hub applied it."),
+# attribute -> (exported name, type, help). Counters are named without `_total`, which the
+# exposition adds; the gauge of open connections is not `ticker_hub_connections`, which
+# would clash with the counter's family.
+_EXPORTED = {
+    "connections": ("ticker_hub_open_connections", "gauge", "Open WebSocket and SSE connections."),
+    "connections_total": ("ticker_hub_connections", "counter", "Connections accepted."),
+    "events": ("ticker_hub_events", "counter", "Events received from the broker and applied."),
+    "deliveries": (
+        "ticker_hub_deliveries",
+        "counter",
+        "Frames written to connections (one per connection per frame).",
+    ),
+    "frames": (
+        "ticker_hub_frames",
+        "counter",
+        "Distinct frames built, each written to a group.",
+    ),
+    "slow_consumers": (
+        "ticker_hub_slow_consumers",
+        "counter",
+        "Connections closed because they read too slowly.",
+    ),
+    "keepalive_timeouts": (
+        "ticker_hub_keepalive_timeouts",
+        "counter",
+        "Connections closed for not answering a ping.",
+    ),
+    "protocol_errors": (
+        "ticker_hub_protocol_errors",
+        "counter",
+        "Connections closed for breaking the protocol.",
+    ),
+    "resets": (
+        "ticker_hub_resets",
+        "counter",
+        "Times an edition was reloaded and its clients sent a reset.",
+    ),
+    "refused": (
+        "ticker_hub_refused",
+        "counter",
+        "Handshakes refused with 429 by the per-address limits.",
+    ),
+    "lag_seconds": ("ticker_hub_lag_seconds", "gauge", "Age of the latest event when applied."),
 }
 
 
-def render(metrics: HubMetrics, labels: str = "") -> str:
-    """The metrics as Prometheus text; `labels` (e.g. `worker="1"`) go on every sample."""
-    inner = labels
-    lines: list[str] = []
-    for name, (kind, text) in _HELP.items():
-        metric = f"ticker_hub_{name}" + (
-            "_total" if kind == "counter" and not name.endswith("_total") else ""
+class HubCollector(Collector):
+    """The plain counters of one hub as prometheus_client metric families, read at scrape
+    time: the hot path only ever adds to integers."""
+
+    def __init__(self, metrics: HubMetrics, worker: int | None = None) -> None:
+        self.metrics = metrics
+        self.labels = {"worker": str(worker)} if worker is not None else {}
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        names, values = list(self.labels), list(self.labels.values())
+        for attribute, (name, kind, text) in _EXPORTED.items():
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, text, labels=names
+            )
+            family.add_metric(values, getattr(m, attribute))
+            yield family
+        histogram = HistogramMetricFamily(
+            "ticker_hub_fanout_seconds",
+            "Time to write one batch of frames to every connection that wants it.",
+            labels=names,
         )
-        lines += [
-            f"# HELP {metric} {text}",
-            f"# TYPE {metric} {kind}",
-            f"{metric}{_braces(inner)} {getattr(metrics, name)}",
-        ]
-    lines += [
-        "# HELP ticker_hub_fanout_seconds Time to write one batch of frames to every "
-        "connection that wants it.",
-        "# TYPE ticker_hub_fanout_seconds histogram",
-    ]
-    cumulative = 0
-    for bound, count in zip(
-        (*metrics.fanout.buckets, float("inf")), metrics.fanout.counts, strict=True
-    ):
-        cumulative += count
-        le = "+Inf" if bound == float("inf") else repr(bound)
-        bucket_labels = _braces(inner, 'le="' + le + '"')
-        lines.append(f"ticker_hub_fanout_seconds_bucket{bucket_labels} {cumulative}")
-    lines.append(f"ticker_hub_fanout_seconds_sum{_braces(inner)} {metrics.fanout.total}")
-    lines.append(f"ticker_hub_fanout_seconds_count{_braces(inner)} {metrics.fanout.count}")
-    lines += [
-        "# HELP ticker_hub_edition_offset The latest offset applied, per edition.",
-        "# TYPE ticker_hub_edition_offset gauge",
-    ]
-    for edition, offset in sorted(metrics.offsets.items()):
-        edition_labels = _braces(inner, 'edition="' + edition + '"')
-        lines.append(f"ticker_hub_edition_offset{edition_labels} {offset}")
-    return "\n".join(lines) + "\n"
+        cumulative, buckets = 0, []
+        for bound, count in zip((*m.fanout.buckets, math.inf), m.fanout.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        histogram.add_metric(values, buckets, m.fanout.total)
+        yield histogram
+        offsets = GaugeMetricFamily(
+            "ticker_hub_edition_offset",
+            "The latest offset applied, per edition.",
+            labels=[*names, "edition"],
+        )
+        for edition, offset in sorted(m.offsets.items()):
+            offsets.add_metric([*values, edition], offset)
+        yield offsets
 
 
-def _braces(*parts: str) -> str:
-    joined = ",".join(p for p in parts if p)
-    return f"{{{joined}}}" if joined else ""
+def render(metrics: HubMetrics, worker: int | None = None) -> str:
+    """The metrics as Prometheus text; with `worker`, every sample is labelled with it."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(metrics, worker))
+    return generate_latest(registry).decode()

@@ -25,7 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import catchup, feeds, live_page, ninjs, openapi
 from . import items as rules
+from . import publisher_metrics as metrics
 from .auth import editor_for
+from .bodylimit import BodyLimit
 from .brokers.base import (
     Broker,
     BrokerUnavailable,
@@ -39,6 +41,7 @@ from .expiry import expiry_sweeper
 from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
+from .ratelimit import Limits, Verdict
 
 log = logging.getLogger("ticker.publisher")
 T = TypeVar("T")
@@ -82,11 +85,14 @@ def _encodable(text: str) -> str:
 
 
 def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -> Starlette:
-    api = _Api(settings, broker)
+    guard = Limits(settings)  # posts per token, failed authentications per address
+    # Every change an editor saves is counted on its way to the store.
+    api = _Api(settings, metrics.CountingBroker(broker), guard)  # type: ignore[arg-type]
     web = settings.web_dir
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
+        Route("/metrics", metrics.endpoint),
         Route("/api/config", api.config),
         Route("/api/whoami", api.whoami),
         Route("/api/items", api.list_items, methods=["GET"]),
@@ -119,13 +125,24 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await guard.close()
             if own_broker:
                 await broker.close()
 
     return _Publisher(
         hub_url=settings.hub_url(),
         routes=routes,
-        middleware=[Middleware(CatchUnexpected)],
+        middleware=[
+            Middleware(CatchUnexpected),
+            # Sees every answer but the last-resort 500s, which it counts itself.
+            Middleware(metrics.RequestMetrics, routes=routes),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.limits.body_max_bytes,
+                routes=routes,
+                on_refusal=metrics.TOO_LARGE.inc,
+            ),
+        ],
         exception_handlers={ApiError: _api_error, 404: _not_found, 405: _not_allowed},
         lifespan=lifespan,
     )
@@ -172,9 +189,10 @@ FORMAT = query(
 
 
 class _Api:
-    def __init__(self, settings: Settings, broker: Broker) -> None:
+    def __init__(self, settings: Settings, broker: Broker, guard: Limits) -> None:
         self.settings = settings
         self.broker = broker
+        self.guard = guard
         self.vocabulary = settings.vocabulary
         self.limits = settings.limits
         self._openapi: dict[str, Any] | None = None
@@ -537,15 +555,43 @@ class _Api:
         return item
 
     async def _editor(self, request: Request) -> str:
+        """The editor whose token the request carries, within their budget of changes.
+
+        An address that has failed to authenticate too often is refused before its token
+        is looked at, so guessing tokens costs a whole window per handful of guesses."""
+        address = request.client.host if request.client else "unknown"
+        _within(await self.guard.auth_failures.check(address), "auth_failures")
         editor = await _call(editor_for(self.broker.tokens, request.headers.get("authorization")))
         if editor is None:
+            metrics.AUTH_FAILURES.inc()
+            await self.guard.auth_failures.hit(address)
             raise ApiError(
                 401,
                 "unauthorized",
                 "an editor token is required: Authorization: Bearer <token>",
                 headers={"WWW-Authenticate": 'Bearer realm="ticker"'},
             )
+        if request.method in ("POST", "PATCH", "DELETE"):
+            _within(await self.guard.posts.hit(editor), "posts")
         return editor
+
+
+_LIMITED = {
+    "posts": "too many changes from this editor token",
+    "auth_failures": "too many failed authentications from this address",
+}
+
+
+def _within(verdict: Verdict, limit: str) -> None:
+    """Raise a 429 if `verdict` refuses."""
+    if not verdict.allowed:
+        metrics.RATE_LIMITED.labels(limit).inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"{_LIMITED[limit]}; retry in {verdict.retry_after} s",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
 
 
 # --- request helpers ------------------------------------------------------------------------

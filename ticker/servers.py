@@ -88,6 +88,10 @@ def web_server(
             timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
             timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
             server_header=False,
+            # X-Forwarded-For (and -Proto) are believed from these peers only: the rightmost
+            # address that is not one of them becomes the request's client.
+            proxy_headers=True,
+            forwarded_allow_ips=list(settings.trusted_proxies),
         )
     )
 
@@ -100,6 +104,7 @@ def guarded(
     - closes a connection whose request headers are not complete `header_timeout` seconds
       after it opened or after its previous response, and
     - closes at once a connection from an address that already has `max_per_address` open.
+      (The address is the socket's: request headers, and so X-Forwarded-For, come later.)
 
     Each call makes a class of its own, so each server counts its own connections.
     """

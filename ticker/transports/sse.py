@@ -110,7 +110,9 @@ def response_head(cors_origin: str | None) -> bytes:
     return ("\r\n".join(lines) + f"\r\n\r\nretry: {RETRY_MS}\n\n").encode()
 
 
-def error_response(status: HTTPStatus, reason: str, cors_origin: str | None) -> bytes:
+def error_response(
+    status: HTTPStatus, reason: str, cors_origin: str | None, *, retry_after: int | None = None
+) -> bytes:
     """A refusal with the reason in words: EventSource gives up on anything but a 200."""
     body = (reason + "\n").encode()
     lines = [
@@ -120,6 +122,8 @@ def error_response(status: HTTPStatus, reason: str, cors_origin: str | None) -> 
         "Cache-Control: no-store",
         "Connection: close",
     ]
+    if retry_after is not None:
+        lines.append(f"Retry-After: {retry_after}")
     if cors_origin is not None:
         lines.append(f"Access-Control-Allow-Origin: {cors_origin}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -28,10 +28,12 @@ from .. import protocol
 from ..config import Settings
 from ..events import Cursor
 from ..fanout import FanOut, Group, WireFormat
+from ..forwarded import TrustedProxies
 from ..hub_routes import PlainAnswer
 from ..metrics import HubMetrics
 from ..protocol import CloseCode, ProtocolError, Subscription
 from . import sse
+from .admission import Admission
 
 logger = logging.getLogger("ticker.hub.websocket")
 
@@ -90,6 +92,12 @@ class WebSocketEndpoint:
         self._all_closed = asyncio.Event()
         self._queries: dict[str, tuple[Subscription, Cursor | None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.admission = Admission(
+            settings.hub_max_connections_per_address,
+            settings.hub_handshakes_per_second,
+            settings.hub_handshake_burst,
+        )
 
     def connection(self) -> Connection:
         """The protocol factory for `loop.create_server`."""
@@ -116,6 +124,7 @@ class WebSocketEndpoint:
             await asyncio.sleep(timeout / 2)
             assert self.loop is not None
             now = self.loop.time()
+            self.admission.prune(now)
             for conn in list(self.alive):
                 if (
                     conn.stream is _NOT_A_STREAM
@@ -130,6 +139,20 @@ class WebSocketEndpoint:
         """The upgrade for /ws, a stream for /sse (None: the stream answers itself), a
         plain answer for anything else."""
         path, _, query = request.path.partition("?")
+        if path not in ("/ws", "/sse"):
+            return _response(self.plain(path))
+        forwarded = request.headers.get_all("X-Forwarded-For")
+        if forwarded:
+            conn.address = self.proxies.client(conn.address, ",".join(forwarded))
+        if self.admission.enabled and conn.address is not None:
+            assert self.loop is not None
+            refusal = self.admission.admit(conn.address, self.loop.time())
+            if refusal is not None:
+                self.metrics.refused += 1
+                # Debug only: a flood of refusals must not become a flood of log lines.
+                logger.debug("refused %s: %s", conn.address, refusal)
+                return self._refuse(conn, path, request, refusal)
+            conn.admitted = True
         if path == "/ws":
             allowed, _ = sse.allowed_origin(
                 request.headers.get("Origin"), self.settings, request.headers.get("Host")
@@ -139,10 +162,20 @@ class WebSocketEndpoint:
                     PlainAnswer(HTTPStatus.FORBIDDEN, "pages from this origin may not connect\n")
                 )
             return conn.ws.accept(request)
-        if path == "/sse":
-            self._open_stream(conn, query, request)
-            return None
-        return _response(self.plain(path))
+        self._open_stream(conn, query, request)
+        return None
+
+    def _refuse(
+        self, conn: Connection, path: str, request: Request, reason: str
+    ) -> Response | None:
+        """429 with the reason in words, for a WebSocket or a stream alike."""
+        if path == "/ws":
+            response = conn.ws.reject(HTTPStatus.TOO_MANY_REQUESTS, reason + "\n")
+            response.headers["Retry-After"] = "1"
+            return response
+        _, cors = sse.allowed_origin(request.headers.get("Origin"), self.settings)
+        conn.refuse(sse.error_response(HTTPStatus.TOO_MANY_REQUESTS, reason, cors, retry_after=1))
+        return None
 
     def _open_stream(self, conn: Connection, query: str, request: Request) -> None:
         headers = request.headers
@@ -202,6 +235,9 @@ class WebSocketEndpoint:
             self.fanout.join(conn, message.subscription, message.since, WEBSOCKET)
 
     def lost(self, conn: Connection) -> None:
+        if conn.admitted:
+            conn.admitted = False
+            self.admission.release(conn.address)  # type: ignore[arg-type]
         self.fanout.leave(conn)
         self.alive.discard(conn)
         if not self.alive:
@@ -241,6 +277,8 @@ class Connection(asyncio.Protocol):
         "window",
         "count",
         "stream",
+        "address",
+        "admitted",
     )
 
     def __init__(self, endpoint: WebSocketEndpoint) -> None:
@@ -257,6 +295,8 @@ class Connection(asyncio.Protocol):
         self.window = 0.0  # start of the current window of client messages
         self.count = 0  # client messages in that window
         self.stream = _NOT_A_STREAM  # or a Server-Sent Events stream, open or ended
+        self.address: str | None = None  # the client's, behind a trusted proxy too
+        self.admitted = False  # counted by the per-address limits until lost
 
     # --- asyncio callbacks --------------------------------------------------------------
 
@@ -268,6 +308,9 @@ class Connection(asyncio.Protocol):
         assert self.endpoint.loop is not None
         self.heard = self.accepted_at = self.endpoint.loop.time()
         self.endpoint.alive.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):  # a Unix socket has no address
+            self.address = peer[0]
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -412,6 +455,10 @@ class Connection(asyncio.Protocol):
 
     @property
     def peer(self) -> object:
+        """The client, for log lines: its address (from X-Forwarded-For behind a trusted
+        proxy) or the socket's peer."""
+        if self.address is not None:
+            return self.address
         return self.transport.get_extra_info("peername") if self.transport else None
 
 
