@@ -63,7 +63,9 @@ def operation(
             if schema is not None:
                 answer["content"] = {(media or ["application/json"])[0]: {"schema": schema}}
             answers[str(status)] = answer
-        for status in (*errors, *((401,) if editor else ())):
+        # Every route that takes a token may answer 401, and 429 to an address or a token
+        # over its limit.
+        for status in (*errors, *((401, 429) if editor else ())):
             answers[str(status)] = {"$ref": f"#/components/responses/E{status}"}
         spec["responses"] = answers
         if editor:

@@ -92,7 +92,14 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
-        Route("/metrics", metrics.endpoint),
+        Route(
+            "/metrics",
+            operation(
+                "The publisher's metrics, in the Prometheus text format",
+                responses={200: ("the metrics", {"type": "string"}, "text/plain")},
+                tags=("operations",),
+            )(metrics.endpoint),
+        ),
         Route("/api/config", api.config),
         Route("/api/whoami", api.whoami),
         Route("/api/items", api.list_items, methods=["GET"]),
