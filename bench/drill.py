@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ticker import aio
+from ticker import eventloop
 from ticker.auth import TOKEN_PREFIX, digest
 
 from .http import FILLER, HttpConnection
@@ -161,7 +161,7 @@ class Stack:
         self.hubs: list[Managed | None] = [None, None]
         self.proxy: FreezableProxy | None = None
         self.starts: Counter[str] = Counter()
-        self.env = {"TICKER_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
+        self.env = {"TICKER_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "TICKER_POST_RATE": "off"}
 
     def _name(self, base: str) -> str:
         self.starts[base] += 1
@@ -822,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="ticker-drill-"))
     print(f"# logs in {logdir}", file=sys.stderr, flush=True)
     try:
-        result = aio.run(_main(options, logdir))
+        result = eventloop.run(_main(options, logdir))
     except asyncio.CancelledError:
         print("drill: interrupted; every process it started was stopped", file=sys.stderr)
         return 130

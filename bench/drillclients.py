@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ticker import aio
+from ticker import eventloop
 from ticker.events import parse_cursor
 
 from .wire import (
@@ -465,7 +465,7 @@ async def serve_commands() -> None:
 
 
 def main() -> None:
-    aio.run(serve_commands())
+    eventloop.run(serve_commands())
 
 
 if __name__ == "__main__":

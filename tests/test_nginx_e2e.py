@@ -76,7 +76,7 @@ class Stack:
         self.nginx = Nginx(
             hubs=self.hub_ports, publisher=self.port, shutdown_timeout=f"{SHUTDOWN_TIMEOUT:g}s"
         )
-        self.env = {**os.environ, **compose_env(self.nginx.port)}
+        self.env = {**os.environ, **compose_env(self.nginx.port), "TICKER_POST_RATE": "off"}
         self.publisher: subprocess.Popen[bytes] | None = None
         self.hubs: list[subprocess.Popen[bytes] | None] = [None, None]
         self.token = ""
@@ -103,9 +103,9 @@ class Stack:
 
     def hub_connections(self, index: int) -> int:
         text = httpx.get(f"http://127.0.0.1:{self.hub_ports[index]}/metrics", timeout=5).text
-        found = re.search(r"^ticker_hub_connections (\d+)$", text, re.MULTILINE)
+        found = re.search(r"^ticker_hub_open_connections ([0-9.]+)$", text, re.MULTILINE)
         assert found, text
-        return int(found[1])
+        return int(float(found[1]))
 
     def start(self) -> None:
         self.publisher = self._spawn("publisher", "publisher", "--port", str(self.port))
@@ -325,9 +325,10 @@ def test_scripts_and_styles_are_gzipped(stack, name):
 async def test_pages_on_either_local_origin_reach_the_hubs(stack):
     config = httpx.get(f"{stack.base}/api/config", timeout=10).json()
     port = stack.nginx.port
-    assert config["hub_url"] == f"ws://localhost:{port}/ws"  # the compose default
-    for page in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
-        url = config["hub_url"] + "?edition=en"
+    assert config["hub_url"] == "/ws"  # the compose default: the page's own host
+    for host in ("127.0.0.1", "localhost"):
+        url = f"ws://{host}:{port}{config['hub_url']}?edition=en"
+        page = f"http://{host}:{port}"
         async with connect(url, origin=page, compression=None, open_timeout=5) as ws:
             assert parse_server_frame(await ws.recv())[0]["type"] == "snapshot"
     with pytest.raises(InvalidStatus) as refused:

@@ -70,6 +70,7 @@ def _env(**extra: str) -> dict[str, str]:
     """The environment for a ticker process: none of the caller's TICKER_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["TICKER_POST_RATE"] = "off"  # tests post faster than an editor; the limit has its own
     env.update(extra)
     return env
 
