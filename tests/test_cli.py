@@ -7,12 +7,14 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from procs import TICKER, free_port, read_until, stop, ticker
+from redisserver import RedisServer
 
 from ticker import cli
 from ticker.brokers.base import BrokerMisconfigured
@@ -305,7 +307,9 @@ def test_a_store_that_refuses_us_ends_the_command_with_one_line(
     args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ):
     monkeypatch.setattr(
-        cli, "make_broker", lambda settings: RefusingBroker(tmp_path / "t.db", editions=("en",))
+        cli,
+        "make_broker",
+        lambda settings, **_: RefusingBroker(tmp_path / "t.db", editions=("en",)),
     )
     for name in [k for k in os.environ if k.startswith("TICKER_")]:
         monkeypatch.delenv(name)
@@ -316,33 +320,36 @@ def test_a_store_that_refuses_us_ends_the_command_with_one_line(
     assert capsys.readouterr().err == "ticker: Redis refused the password\n"
 
 
-def refused_password_url(redis_url: str) -> str:
-    """The test Redis with a password it does not expect, which the Redis broker reports
-    as BrokerMisconfigured."""
+@pytest.fixture(scope="module")
+def guarded_redis() -> Iterator[str]:
+    """A Redis with a password, and its URL with another one."""
+    server = RedisServer(extra_args=("--requirepass", "the-password"))
+    server.start()
+    try:
+        yield server.url.replace("redis://", "redis://:not-the-password@")
+    finally:
+        server.close()
+
+
+def test_the_redis_broker_reports_a_refused_password(guarded_redis: str):
     import asyncio
 
     from ticker.brokers.redis import RedisBroker
 
-    url = redis_url.replace("redis://", "redis://:not-the-password@")
-
-    async def refused() -> bool:
-        broker = RedisBroker(url, editions=("en",))
+    async def start() -> None:
+        broker = RedisBroker(guarded_redis, editions=("en",))
         try:
             await broker.start()
-        except BrokerMisconfigured:
-            return True
-        except Exception:
-            return False
         finally:
             await broker.close()
-        return False
 
-    assert asyncio.run(refused()), "the Redis broker must report a refused password"
-    return url
+    with pytest.raises(BrokerMisconfigured) as refused:
+        asyncio.run(start())
+    assert "not-the-password" not in str(refused.value)
 
 
-def test_every_process_stops_on_a_refused_password(redis_url: str):
-    url = refused_password_url(redis_url)
+def test_every_process_stops_on_a_refused_password(guarded_redis: str):
+    url = guarded_redis
     runs = [
         ["token", "list", "--redis-url", url],
         ["serve", "--redis-url", url, "--port", "0", "--hub-port", "0"],
