@@ -219,9 +219,11 @@
         drop();
         if (!heard) {
           // The stream failed too: the hub itself is away, not just WebSockets. Try those
-          // first again, so a hub restart does not leave the page on the fallback.
+          // first again, so a hub restart does not leave the page on the fallback, and let
+          // this trial cost no extra backoff step.
           useStream = false;
           failedOpens = 0;
+          tries = Math.max(0, tries - 1);
         }
         closed(next.readyState === EventSource.CLOSED && !wasLive ? 4400 : 1006);
       };
