@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from tcpproxy import TcpProxy
+from websockets.asyncio.server import serve
 
 from stack import Stack
 from ticker.auth import create_token
@@ -309,3 +311,63 @@ async def test_a_cursor_the_hub_cannot_resume_gives_a_reset(stack, since):
     assert [s.code for s in statuses if isinstance(s, Disconnected)] == (
         [4400] if malformed else []
     )
+
+
+def _event(cursor: str, kind: str, item_id: str, version: int | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": item_id}
+    if version is not None:
+        item |= {"edition": "en", "headline": f"{item_id} v{version}", "version": version}
+        item["status"] = "withdrawn" if kind == "withdrawn" else "live"
+    return {"type": "event", "cursor": cursor, "kind": kind, "edition": "en", "item": item}
+
+
+async def test_duplicates_are_dropped_even_when_a_server_repeats_itself():
+    """A real server that misbehaves on purpose: it repeats events, under their old cursors
+    and under new ones, and sends a heartbeat from another epoch. The client hands out each
+    change once and resumes from the right cursor."""
+    a1 = {"id": "en-A", "edition": "en", "headline": "A", "version": 1, "status": "live"}
+    script = [
+        [
+            {"type": "snapshot", "cursor": "e:1", "reset": False, "heartbeat": 5, "items": [a1]},
+            [_event("e:2", "posted", "en-B", 1), _event("e:3", "corrected", "en-A", 2)],
+        ],
+        [
+            {"type": "resumed", "cursor": "e:3", "missed": 0, "heartbeat": 5},
+            _event("e:3", "corrected", "en-A", 2),  # the same cursor again
+            _event("e:4", "posted", "en-B", 1),  # the same (id, version) under a new cursor
+            [_event("e:5", "withdrawn", "en-B", 2), _event("e:6", "withdrawn", "en-B", 2)],
+            [_event("e:7", "excluded", "en-A"), _event("e:8", "excluded", "en-A")],
+            _event("e:9", "corrected", "en-A", 3),  # corrected back into the filter
+            {"type": "heartbeat", "cursor": "e:12"},
+            {"type": "heartbeat", "cursor": "other:99"},  # not a way into a new epoch
+            {"type": "heartbeat", "cursor": "e:11"},  # nor backwards
+        ],
+        [{"type": "snapshot", "cursor": "f:1", "reset": True, "heartbeat": 5, "items": []}],
+    ]
+    queries: list[str] = []
+
+    async def handler(ws: Any) -> None:
+        queries.append(ws.request.path.partition("?")[2])
+        for frame in script[min(len(queries), len(script)) - 1]:
+            await ws.send(json.dumps(frame))
+        if len(queries) < len(script):
+            await ws.close(1001, "going away")
+        else:
+            await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with TickerClient(f"ws://127.0.0.1:{port}/ws", "en", min_delay=0.01) as ticker:
+            changes = [await next_change(ticker) for _ in range(7)]
+            await expect_nothing(ticker, 0.3)
+    assert [(type(c).__name__, c.cursor) for c in changes] == [
+        ("Snapshot", "e:1"),
+        ("Posted", "e:2"),
+        ("Corrected", "e:3"),
+        ("Withdrawn", "e:5"),
+        ("Excluded", "e:7"),
+        ("Corrected", "e:9"),
+        ("Reset", "f:1"),
+    ]
+    assert queries == ["edition=en", "edition=en&since=e%3A3", "edition=en&since=e%3A12"]
+    assert ticker.cursor == "f:1"
