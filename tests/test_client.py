@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
+from procs import TICKER, free_port, stop
 from tcpproxy import TcpProxy
 from websockets.asyncio.server import serve
 
-from stack import Stack
+from stack import Publisher, Stack, settings_for
 from ticker.auth import create_token
+from ticker.brokers import make_broker
 from ticker.client import (
     Change,
     Connected,
@@ -73,8 +79,8 @@ class Collector:
             assert asyncio.get_running_loop().time() < deadline, self.changes
             await asyncio.sleep(0.02)
 
-    async def wait_for_posted(self, count: int) -> None:
-        await self.wait_for(lambda c: len(c.posted_ids()) >= count)
+    async def wait_for_posted(self, count: int, timeout: float = 15.0) -> None:
+        await self.wait_for(lambda c: len(c.posted_ids()) >= count, timeout)
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -371,3 +377,88 @@ async def test_duplicates_are_dropped_even_when_a_server_repeats_itself():
     ]
     assert queries == ["edition=en", "edition=en&since=e%3A3", "edition=en&since=e%3A12"]
     assert ticker.cursor == "f:1"
+
+
+def _hub_process(redis_url: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*TICKER, "hub", "--redis-url", redis_url, "--hub-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TICKER_HEARTBEAT_INTERVAL": "0.3"},
+    )
+
+
+async def _until_ready(port: int) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the hub never became ready")
+
+
+async def test_a_real_hub_process_frozen_then_restarted(tmp_path, redis_url):
+    """`ticker hub` on Redis: SIGSTOP (the watchdog notices, connection attempts time out),
+    SIGCONT, then a restart on the same port; the client sees every change once."""
+    settings = settings_for(tmp_path, redis_url)
+    broker = make_broker(settings)
+    await broker.start()
+    publisher = Publisher(settings, broker, own_broker=False)
+    base = await publisher.start()
+    token = await create_token(broker.tokens, "desk")
+    hub_port = free_port()
+    hub = _hub_process(redis_url, hub_port)
+    statuses: list[Connected | Disconnected] = []
+    collector: Collector | None = None
+    try:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
+
+            async def post(headline: str) -> str:
+                response = await http.post(
+                    "/api/items", json={"edition": "en", "headline": headline}
+                )
+                assert response.status_code == 201, response.text
+                return response.json()["id"]
+
+            await _until_ready(hub_port)
+            ticker = TickerClient(
+                f"ws://127.0.0.1:{hub_port}/ws",
+                "en",
+                min_delay=0.05,
+                max_delay=0.5,
+                open_timeout=0.5,
+                on_connection=statuses.append,
+            )
+            collector = Collector(ticker)
+            await collector.wait_for(lambda c: c.changes)
+            posted = [await post("Before the freeze")]
+            await collector.wait_for_posted(1)
+
+            hub.send_signal(signal.SIGSTOP)
+            posted.append(await post("While the hub is frozen"))
+            await asyncio.sleep(2.0)
+            assert any("nothing heard" in s.reason for s in statuses if isinstance(s, Disconnected))
+            hub.send_signal(signal.SIGCONT)
+            await collector.wait_for_posted(2)
+
+            await asyncio.to_thread(stop, hub)
+            posted.append(await post("While the hub is down"))
+            hub = _hub_process(redis_url, hub_port)
+            await collector.wait_for_posted(3, timeout=20)
+            posted.append(await post("After the restart"))
+            await collector.wait_for_posted(4)
+            await asyncio.sleep(0.5)
+            assert collector.posted_ids() == posted
+            assert not any(isinstance(c, Reset) for c in collector.changes)
+            assert any(isinstance(s, Disconnected) and s.code == 1001 for s in statuses), statuses
+    finally:
+        if collector is not None:
+            await collector.stop()
+            await collector.ticker.aclose()
+        hub.send_signal(signal.SIGCONT)
+        stop(hub)
+        await publisher.stop()
+        await broker.close()
