@@ -213,7 +213,7 @@ class TickerClient:
         category: str | None = None,
         since: str | None = None,
         *,
-        max_size: int = DEFAULT_MAX_SIZE,
+        max_size: int | None = DEFAULT_MAX_SIZE,
         min_delay: float = 0.5,
         max_delay: float = 30.0,
         healthy_after: float = 10.0,
@@ -275,6 +275,8 @@ class TickerClient:
 
     async def __anext__(self) -> Change:
         while True:
+            if self._closed:
+                raise StopAsyncIteration
             while self._pending:
                 entry = self._pending.popleft()
                 if isinstance(entry, str):  # a heartbeat's cursor
@@ -282,8 +284,6 @@ class TickerClient:
                     continue
                 self._cursor = entry.cursor
                 return entry
-            if self._closed:
-                raise StopAsyncIteration
             await self._receive()
 
     # --- connecting ---------------------------------------------------------------------
@@ -374,6 +374,8 @@ class TickerClient:
         except _Dropped as dropped:
             self._ws = None
             await _close(ws)
+            if self._closed:
+                return
             if dropped.code == CloseCode.BAD_REQUEST:
                 if self._wire is None:
                     raise TickerRefused(dropped.reason, code=dropped.code) from None
@@ -421,23 +423,23 @@ class TickerClient:
         cursor = str(message["cursor"])
         if _not_after(cursor, self._wire):
             return  # already received: never hand out the same event twice
-        self._wire = cursor
         kind = message["kind"]
         data = message["item"]
+        item_id = str(data["id"])
+        made = _EVENTS.get(kind)
+        item = Item.from_dict(data) if made is not None else None
+        self._wire = cursor  # a kind this client does not know is passed over
         if kind == "excluded":
-            item_id = str(data["id"])
             if item_id in self._gone and item_id not in self._versions:
                 return
             self._forget(item_id, self._versions.pop(item_id, 0))
             self._pending.append(Excluded(item_id, cursor))
             return
-        made = _EVENTS.get(kind)
-        if made is None:
-            return  # a kind this client does not know
-        item = Item.from_dict(data)
+        if made is None or item is None:
+            return
         seen = max(self._versions.get(item.id, 0), self._gone.get(item.id, 0))
         if made in (Posted, Corrected):
-            if seen >= item.version:
+            if item.version and seen >= item.version:
                 return
             self._versions[item.id] = item.version
             self._gone.pop(item.id, None)
