@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -462,3 +463,29 @@ async def test_a_real_hub_process_frozen_then_restarted(tmp_path, redis_url):
         stop(hub)
         await publisher.stop()
         await broker.close()
+
+
+async def test_the_example_in_the_docs_runs(stack, tmp_path, monkeypatch):
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "client.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert example.count("\n") <= 25
+    example = example.replace("ws://127.0.0.1:8001/ws", hub_ws(stack))
+    example = example.replace("asyncio.run(main())", "")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "client.md", "exec"), namespace)
+    saved = tmp_path / "ticker.cursor"
+    for run in range(2):
+        task = asyncio.create_task(namespace["main"]())
+        try:
+            item = await stack.post(headline=f"Run {run}")
+            head = str(stack.hub.fanout.logs["en"].cursor)
+            for _ in range(250):
+                if saved.exists() and saved.read_text() == head:
+                    break
+                await asyncio.sleep(0.02)
+            assert saved.read_text() == head, item
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
