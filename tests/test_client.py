@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from ticker.client import (
     Withdrawn,
 )
 from ticker.hub import Hub
+from ticker.tail import tail
 
 
 @pytest.fixture
@@ -489,3 +491,42 @@ async def test_the_example_in_the_docs_runs(stack, tmp_path, monkeypatch):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_tail_prints_each_change_and_exits_when_refused(stack):
+    out = io.StringIO()
+    old = await stack.post(headline="Already there", source="Desk", urgency=1, regions=["MENA"])
+    task = asyncio.create_task(tail(hub_ws(stack), "en", out=out, min_delay=0.05))
+
+    async def shown(text: str) -> list[str]:
+        for _ in range(250):
+            if text in out.getvalue():
+                return out.getvalue().splitlines()
+            await asyncio.sleep(0.02)
+        raise AssertionError(out.getvalue())
+
+    try:
+        await shown("Already there")
+        item = await stack.post(headline="Envoy named")
+        await stack.correct(item["id"], headline="Envoy named to head talks")
+        await stack.withdraw(old["id"])
+        await shown("- withdrawn")
+        port = stack.hub.port
+        await stack.hub.stop()
+        stack.hub = Hub(stack.settings, stack.broker)
+        await stack.hub.start(port=port)
+        lines = await shown("# resumed, 0 missed")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert lines[0] == "# ticker en: 1 live items"
+    assert lines[1].startswith("  ") and lines[1].endswith("[FLASH] Desk: Already there (MENA)")
+    assert lines[2].startswith("+ ") and lines[2].endswith(" [URGENT] Envoy named")
+    assert lines[3].startswith("~ ") and lines[3].endswith(" [URGENT] Envoy named to head talks v2")
+    assert lines[4] == "- withdrawn: Already there"
+    assert lines[5].startswith("# disconnected (1001: hub shutting down); reconnecting in ")
+    assert lines[-1] == "# resumed, 0 missed"
+
+    with pytest.raises(SystemExit, match="refused the subscription.*Atlantis"):
+        await tail(hub_ws(stack), "en", region="Atlantis", out=out)
