@@ -238,6 +238,7 @@ class TickerClient:
         self.headers = dict(headers or {})
         self.on_connection = on_connection
 
+        since = since or None
         self._cursor = since  # where the changes handed out so far stand
         self._wire = since  # the last cursor received: what a reconnect resumes from
         self._holding = since is not None  # the caller holds a state: a snapshot is a reset
