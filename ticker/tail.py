@@ -1,24 +1,27 @@
-"""`ticker tail`: a terminal client of the hub that follows one edition and resumes.
+"""`ticker tail`: a terminal client of the hub that follows one subscription and resumes.
 
-It keeps its own copy of the ticker and its last cursor, and reconnects with jittered
-backoff, so it shows each change once across hub restarts.
+It is `ticker.client.TickerClient` with a printer: each change once, across hub restarts,
+with the client's backoff and heartbeat watchdog.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 import sys
-from collections.abc import Callable
 from typing import Any, TextIO
-from urllib.parse import urlencode
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
-from .events import REMOVE_KINDS, UPSERT_KINDS
-from .protocol import CloseCode, parse_server_frame
+from .client import (
+    Change,
+    Connected,
+    Corrected,
+    Disconnected,
+    Excluded,
+    Item,
+    Posted,
+    Reset,
+    Snapshot,
+    TickerClient,
+    TickerRefused,
+)
 
 URGENCY_LABELS = {1: "FLASH", 2: "BULLETIN", 3: "URGENT"}
 
@@ -38,38 +41,38 @@ def format_item(item: dict[str, Any], mark: str = "+") -> str:
     return " ".join(p for p in parts if p)
 
 
-class TailState:
-    """What `tail` knows: the live items and the cursor to resume from. No I/O."""
+class TailView:
+    """What `tail` shows: the live items, so a removal can name its headline. No I/O."""
 
-    def __init__(self) -> None:
-        self.items: dict[str, dict[str, Any]] = {}
-        self.cursor: str | None = None
+    def __init__(self, edition: str) -> None:
+        self.edition = edition
+        self.items: dict[str, Item] = {}
 
-    def handle(self, message: dict[str, Any]) -> list[str]:
-        kind = message.get("type")
-        if kind == "snapshot":
-            self.items = {i["id"]: i for i in message["items"]}
-            self.cursor = message["cursor"]
-            head = "reset: the ticker was reloaded" if message.get("reset") else "ticker"
-            lines = [f"# {head} {message['edition']}: {len(self.items)} live items"]
-            return lines + [format_item(i, " ") for i in message["items"]]
-        if kind == "resumed":
-            return [f"# resumed, {message['missed']} missed"]
-        if kind == "heartbeat":
-            # A filtered edition may match nothing for hours; its cursor still moves on.
-            self.cursor = message.get("cursor", self.cursor)
-            return []
-        if kind == "event":
-            self.cursor = message["cursor"]
-            item = message["item"]
-            if message["kind"] in UPSERT_KINDS:
-                fresh = item["id"] not in self.items
-                self.items[item["id"]] = item
-                return [format_item(item, "+" if fresh else "~")]
-            if message["kind"] in REMOVE_KINDS:
-                gone = self.items.pop(item["id"], None) or item
-                return [f"- {message['kind']}: {gone.get('headline', item['id'])}"]
-        return []
+    def show(self, change: Change) -> list[str]:
+        if isinstance(change, Snapshot):
+            self.items = {i.id: i for i in change.items}
+            head = "reset: the ticker was reloaded" if isinstance(change, Reset) else "ticker"
+            lines = [f"# {head} {self.edition}: {len(self.items)} live items"]
+            return lines + [format_item(dict(i.raw), " ") for i in change.items]
+        if isinstance(change, Posted | Corrected):
+            fresh = change.item.id not in self.items
+            self.items[change.item.id] = change.item
+            return [format_item(dict(change.item.raw), "+" if fresh else "~")]
+        gone = self.items.pop(change.item_id, None)
+        if gone is None and not isinstance(change, Excluded):
+            gone = change.item
+        kind = type(change).__name__.lower()
+        return [f"- {kind}: {gone.headline if gone else change.item_id}"]
+
+
+def describe(status: Connected | Disconnected, hub_url: str) -> str | None:
+    if isinstance(status, Connected):
+        return f"# resumed, {status.missed} missed" if status.resumed else None
+    if not status.opened:
+        return f"# cannot reach {hub_url} ({status.reason}); retrying in {status.retry_in:.1f} s"
+    code = status.code or "no close frame"
+    reason = f": {status.reason}" if status.reason else ""
+    return f"# disconnected ({code}{reason}); reconnecting in {status.retry_in:.1f} s"
 
 
 async def tail(
@@ -79,35 +82,23 @@ async def tail(
     region: str | None = None,
     category: str | None = None,
     out: TextIO = sys.stdout,
-    stop: Callable[[], bool] = lambda: False,
+    **options: Any,
 ) -> None:
-    state = TailState()
-    delay = 0.25
-    while not stop():
-        params = {"edition": edition, "region": region, "category": category, "since": state.cursor}
-        url = f"{hub_url}?{urlencode({k: v for k, v in params.items() if v})}"
-        try:
-            async with connect(url, compression=None, open_timeout=5) as ws:
-                delay = 0.25
-                with contextlib.suppress(ConnectionClosed):
-                    async for frame in ws:
-                        for message in parse_server_frame(frame):
-                            for line in state.handle(message):
-                                print(line, file=out, flush=True)
-            code, reason = ws.close_code, ws.close_reason
-            if code == CloseCode.BAD_REQUEST:
-                raise SystemExit(f"the hub refused the subscription: {reason}")
-            print(
-                f"# disconnected ({code or 'no close frame'}{': ' + reason if reason else ''});"
-                " reconnecting",
-                file=out,
-                flush=True,
-            )
-        except InvalidStatus as exc:
-            if exc.response.status_code in (403, 404):
-                raise SystemExit(f"the hub refused the connection: {exc}") from None
-            print(f"# {exc}; reconnecting", file=out, flush=True)
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            print(f"# cannot reach {hub_url} ({exc}); retrying", file=out, flush=True)
-        await asyncio.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 10.0)
+    """Print each change of the subscription until cancelled; `options` go to
+    `TickerClient` (max_size, min_delay, ...)."""
+    view = TailView(edition)
+
+    def status(event: Connected | Disconnected) -> None:
+        line = describe(event, hub_url)
+        if line:
+            print(line, file=out, flush=True)
+
+    client = TickerClient(hub_url, edition, region, category, on_connection=status, **options)
+    try:
+        async with client:
+            async for change in client:
+                for line in view.show(change):
+                    print(line, file=out, flush=True)
+    except TickerRefused as exc:
+        what = f"HTTP {exc.status}" if exc.status else exc.code
+        raise SystemExit(f"the hub refused the subscription ({what}): {exc.reason}") from None
