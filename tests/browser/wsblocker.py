@@ -4,6 +4,7 @@ passes everything else (Server-Sent Events included) through untouched."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -64,7 +65,11 @@ class WebSocketBlocker:
         with self._lock:
             for sock in self._open:
                 with suppress(OSError):
+                    # A reset, as a blip on the network looks to the browser.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     sock.shutdown(socket.SHUT_RDWR)
+                with suppress(OSError):
+                    sock.close()
             self._open.clear()
 
     def close(self) -> None:
