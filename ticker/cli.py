@@ -361,7 +361,7 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
 
     _require_redis(settings, "hub")
     broker = make_broker(settings)
-    # The hub keeps trying in the background; clients hear 1013 until it has the ticker.
+    # The hub keeps trying in the background; clients hear 503 until it has the ticker.
     await _start_or_retry(broker)
     index = args.worker_index
     hub = Hub(settings, broker, worker=index)
@@ -375,7 +375,12 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
                 hub.websockets.connection, settings.hub_host, port
             )
             log.info("hub worker %s answers /metrics on port %d", index or 0, port)
-        log.info("hub listening on %s", settings.hub_url())
+        log.info(
+            "hub listening on %s:%d (browsers dial %s)",
+            settings.hub_host,
+            hub.port,
+            settings.hub_url(),
+        )
         await servers.until_signal()
     finally:
         if own is not None:

@@ -154,6 +154,15 @@ class WebSocketEndpoint:
                 return self._refuse(conn, path, request, refusal)
             conn.admitted = True
         if path == "/ws":
+            if not self.fanout.ready.is_set():
+                # Refused before the upgrade, so a proxy sees a 503 and tries the next hub.
+                return _response(
+                    PlainAnswer(
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        "the hub is not ready yet; try again shortly\n",
+                    ),
+                    retry_after=1,
+                )
             allowed, _ = sse.allowed_origin(
                 request.headers.get("Origin"), self.settings, request.headers.get("Host")
             )
@@ -212,10 +221,7 @@ class WebSocketEndpoint:
         except ProtocolError as exc:
             conn.fail_protocol(exc)
             return
-        if not self.fanout.ready.is_set():
-            conn.close(CloseCode.TRY_AGAIN_LATER, "the hub is not ready yet; try again shortly")
-            return
-        self.fanout.join(conn, subscription, since, WEBSOCKET)
+        self.fanout.join(conn, subscription, since, WEBSOCKET)  # ready: checked before upgrading
 
     def _parse_query(self, query: str) -> tuple[Subscription, Cursor | None]:
         """Parsed once per distinct URL: in a reconnect storm most clients share theirs."""
@@ -246,7 +252,7 @@ class WebSocketEndpoint:
             self.metrics.connections -= 1
 
 
-def _response(answer: PlainAnswer) -> Response:
+def _response(answer: PlainAnswer, retry_after: int | None = None) -> Response:
     body = answer.body.encode()
     headers = Headers(
         [
@@ -257,6 +263,8 @@ def _response(answer: PlainAnswer) -> Response:
             ("Cache-Control", "no-store"),
         ]
     )
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return Response(answer.status.value, answer.status.phrase, headers, body)
 
 
