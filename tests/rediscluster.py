@@ -124,6 +124,7 @@ class RedisCluster:
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                 "--appendonly", "yes",
                 "--save", "",
+                "--repl-diskless-sync-delay", "0",
             ]  # fmt: skip
             node.start()
             self.nodes.append(node)
@@ -153,6 +154,10 @@ class RedisCluster:
                 if isinstance(info, bytes):
                     info = info.decode()
                 if "cluster_state:ok" not in str(info):
+                    return False
+                # A replica that never synced cannot take over: wait for every link.
+                replication = node.client().info("replication")
+                if replication["role"] != "master" and replication["master_link_status"] != "up":
                     return False
             return True
 
@@ -209,9 +214,10 @@ class RedisSentinels:
             raise
 
     def _start(self) -> None:
-        master = _Node(self.binary, self.root, ["--appendonly", "yes", "--save", ""])
+        quick = ["--appendonly", "yes", "--save", "", "--repl-diskless-sync-delay", "0"]
+        master = _Node(self.binary, self.root, list(quick))
         master.start()
-        replica = _Node(self.binary, self.root, ["--appendonly", "yes", "--save", ""])
+        replica = _Node(self.binary, self.root, list(quick))
         replica.args += ["--replicaof", "127.0.0.1", str(master.port)]
         replica.start()
         self.data = [master, replica]
