@@ -41,7 +41,7 @@ class Drill:
     @property
     def worst_lag(self) -> float:
         lags = [self.heard[i] - t for i, t in self.acked.items() if i in self.heard]
-        return max(lags, default=0.0)
+        return max(0.0, *lags) if lags else 0.0
 
     def report(self, what: str) -> str:
         return (
@@ -64,9 +64,9 @@ async def run_drill(
     after: float = 3.0,
     limit: float = 40.0,
 ) -> Drill:
-    """Post to `edition` at `rate`/s; after `before` s call `fail`; keep posting until
-    posts have succeeded again for `after` s (or `limit` s passed), then wait for the
-    follower to catch up."""
+    """Post to `edition` at `rate`/s; after `before` s start `fail` (which returns once the
+    new master is in charge) and keep posting meanwhile; stop when `fail` has returned and
+    posts have succeeded for `after` s since, then wait for the follower to catch up."""
     drill = Drill()
     vocabulary, limits = Vocabulary(), Limits()
     editions = tuple(vocabulary.editions[:3]) if edition in vocabulary.editions[:3] else (edition,)
@@ -122,18 +122,23 @@ async def run_drill(
             return
 
     started = time.monotonic()
-    failed_at: float | None = None
+    failing: asyncio.Task[None] | None = None
+    failed_at: float | None = None  # when `fail` returned: the new master is in charge
     n = 0
     pending: set[asyncio.Task[None]] = set()
     while True:
         now = time.monotonic()
-        if failed_at is None and now - started >= before:
+        if failing is None and now - started >= before:
+            failing = asyncio.create_task(fail())
+        if failing is not None and failing.done() and failed_at is None:
+            failing.result()
             failed_at = now
-            await fail()
         if failed_at is not None:
             quiet = not drill.refused or now - drill.refused[-1] >= after
-            if (now - failed_at >= after and quiet) or now - started > limit:
+            if now - failed_at >= after and quiet:
                 break
+        if now - started > limit:
+            raise AssertionError(drill.report(f"no recovery in {limit:g} s"))
         n += 1
         task = asyncio.create_task(post(n))
         pending.add(task)

@@ -174,6 +174,11 @@ class RedisCluster:
                     return next(n for n in self.nodes if n.port == port)
         raise RuntimeError("no live node")
 
+    def wait_owner_changed(self, key: str, old: _Node, timeout: float = 30) -> _Node:
+        """Wait until a live master other than `old` owns the slot of `key`."""
+        _wait("a replica taking over", lambda: self.owner(key) is not old, timeout)
+        return self.owner(key)
+
     def flush(self) -> None:
         for node in self.live_nodes():
             client = node.client()

@@ -65,6 +65,7 @@ async def test_a_killed_master_fails_over(
 
     async def kill() -> None:
         victim.kill()
+        await asyncio.to_thread(redis_cluster.wait_owner_changed, "ticker:{en}:meta", victim)
 
     try:
         drill = await run_drill(publisher, follower, "en", kill)
