@@ -170,6 +170,7 @@ class RedisBroker(Broker):
         # A cluster or a sentinel-named master; None for one Redis (redis://, unix://).
         self._target = redis_ha.parse(url)
         self._cluster = self._target is not None and self._target.scheme == redis_ha.CLUSTER
+        self._sentinel: Any = None
         self.editions = editions
         self.history = history
         self.idempotency_seconds = idempotency_seconds
@@ -213,17 +214,22 @@ class RedisBroker(Broker):
                 **target.credentials(),
                 **options,
             )
-        from redis.asyncio.sentinel import Sentinel
+        if self._sentinel is None:
+            from redis.asyncio.sentinel import Sentinel
 
-        sentinel = Sentinel(
-            list(target.hosts),
-            sentinel_kwargs={
-                "socket_timeout": self.socket_timeout,
-                "socket_connect_timeout": self.socket_timeout,
-            },
-        )
+            # One set of sentinel connections for the broker's life; each client made
+            # here asks them for the master on every new connection.
+            self._sentinel = Sentinel(
+                list(target.hosts),
+                sentinel_kwargs={
+                    "socket_timeout": self.socket_timeout,
+                    "socket_connect_timeout": self.socket_timeout,
+                },
+            )
         assert target.service is not None
-        return sentinel.master_for(target.service, db=target.db, **target.credentials(), **options)
+        return self._sentinel.master_for(
+            target.service, db=target.db, **target.credentials(), **options
+        )
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -317,6 +323,9 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         self._closed = True
         await self._bounded(self._redis.aclose())
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                await self._bounded(sentinel.aclose())
 
     async def _bounded(self, closing: Awaitable[None]) -> None:
         """Closing a connection to a Redis that stopped answering must not hang shutdown."""
