@@ -74,3 +74,38 @@ async def test_a_killed_master_fails_over(
         await follower.close()
     print(drill.report("Redis Cluster, the master of {en} killed"))
     check(drill, window=15)
+
+
+async def test_a_follower_resets_when_a_failover_lost_what_it_heard(
+    redis_cluster_url: str, redis_cluster: RedisCluster
+) -> None:
+    """After a failover the new master can lack the newest event, and number the next one
+    with the same offset. A follower that reconnects finds the event at its cursor changed
+    and resets, rather than dropping the new event as a duplicate."""
+    broker = RedisBroker(redis_cluster_url, editions=EDITIONS)
+    await broker.start()
+    updates = broker.follow(("en",))
+    try:
+        assert isinstance(await asyncio.wait_for(anext(updates), 10), EditionState)
+        first = new_item("Kept")
+        await broker.publish(Change("posted", first))
+        lost = new_item("Lost in the failover")
+        await broker.publish(Change("posted", lost))
+        for _ in range(2):
+            assert isinstance(await asyncio.wait_for(anext(updates), 10), Event)
+        # What a failover to a replica that missed the last write leaves behind.
+        owner = redis_cluster.owner("ticker:{en}:meta").client()
+        owner.xdel("ticker:{en}:log", "2-0")
+        owner.execute_command("XSETID", "ticker:{en}:log", "1-0")
+        owner.hset("ticker:{en}:meta", "offset", 1)
+        owner.hdel("ticker:{en}:items", lost.id)
+        other = new_item("Posted after the failover")
+        published = await broker.publish(Change("posted", other))
+        assert published.cursor is not None and published.cursor.offset == 2
+        owner.client_kill_filter(_type="pubsub")
+        reset = await asyncio.wait_for(anext(updates), 10)
+        assert isinstance(reset, EditionState)
+        assert {item["id"] for item in reset.items} == {first.id, other.id}
+    finally:
+        await updates.aclose()
+        await broker.close()
