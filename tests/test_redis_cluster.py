@@ -13,6 +13,7 @@ from test_broker_conformance import new_item
 from ticker.brokers.base import Change
 from ticker.brokers.redis import RedisBroker
 from ticker.brokers.redis_ha import parse
+from ticker.config import ConfigError, from_env
 from ticker.events import EditionState, Event
 
 EDITIONS = ("en", "ar", "es")
@@ -27,6 +28,27 @@ def test_cluster_urls_are_parsed() -> None:
     with pytest.raises(ValueError):
         parse("redis+cluster://10.0.0.1:7000/2")
     assert parse("redis://localhost") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("redis+cluster://10.0.0.1:7000,10.0.0.2:7001", True),
+        ("redis+cluster://:secret@redis-a:7000", True),
+        ("redis+cluster://10.0.0.1:7000/0", False),
+        ("redis+cluster://", False),
+        ("redis+sentinel://s1:26379,s2:26379/news", True),
+        ("redis+sentinel://s1/news/3", True),
+        ("redis+sentinel://s1:26379", False),
+        ("redis+sentinel://s1/news/x", False),
+    ],
+)
+def test_settings_accept_cluster_and_sentinel_urls(url: str, accepted: bool) -> None:
+    if accepted:
+        assert from_env({"TICKER_REDIS_URL": url}).redis_url == url
+    else:
+        with pytest.raises(ConfigError):
+            from_env({"TICKER_REDIS_URL": url})
 
 
 async def test_each_edition_is_followed_on_the_shard_that_owns_it(
