@@ -4,6 +4,11 @@ Every publish is one Lua script, so the item, the capped stream that holds the h
 the pub/sub announcement can never disagree. Every key of an edition carries the hash tag
 `{edition}`, so in Redis Cluster an edition lives in one slot and the script stays legal.
 
+The same broker runs on one Redis (`redis://`, `rediss://`, `unix://`), on a Redis Cluster
+(`redis+cluster://`: SPUBLISH, and each edition followed with SSUBSCRIBE on the master that
+owns its slot) and on the master that Redis Sentinel names (`redis+sentinel://`); see
+`redis_ha.py` for the URL forms.
+
 Pub/sub is at-most-once; the stream is what makes it whole. A follower numbers what it has
 seen, fills any gap from the stream, and after a lost connection re-subscribes first and
 reads the stream second, so nothing published in between is missed.
