@@ -74,12 +74,16 @@ BAD_ENV = [
     (
         {"TICKER_REDIS_URL": "http://redis:6379"},
         "TICKER_REDIS_URL=http://redis:6379 is not valid: "
-        "a URL starting with redis://, rediss:// or unix://",
+        "a URL starting with redis://, rediss:// or unix://, "
+        "or redis+cluster://host:port[,host:port...], "
+        "or redis+sentinel://host:port[,host:port...]/service[/db]",
     ),
     (
-        {"TICKER_REDIS_URL": "redis+sentinel://a:26379/mymaster"},
-        "TICKER_REDIS_URL=redis+sentinel://a:26379/mymaster is not valid: "
-        "a URL starting with redis://, rediss:// or unix://",
+        {"TICKER_REDIS_URL": "redis+sentinel://a:26379"},
+        "TICKER_REDIS_URL=redis+sentinel://a:26379 is not valid: "
+        "a URL starting with redis://, rediss:// or unix://, "
+        "or redis+cluster://host:port[,host:port...], "
+        "or redis+sentinel://host:port[,host:port...]/service[/db]",
     ),
     (
         {"TICKER_PUBLIC_HUB_URL": "https://news.example/ws"},
@@ -119,7 +123,9 @@ BAD_FLAGS = [
     (
         {"redis_url": "localhost:6379"},
         "--redis-url=localhost:6379 is not valid: "
-        "a URL starting with redis://, rediss:// or unix://",
+        "a URL starting with redis://, rediss:// or unix://, "
+        "or redis+cluster://host:port[,host:port...], "
+        "or redis+sentinel://host:port[,host:port...]/service[/db]",
     ),
     (
         {"allowed_origins": ["https://ok.example", "news.example"]},

@@ -46,9 +46,13 @@ DEFAULT_CATEGORIES = (
 )
 RTL_EDITIONS = frozenset({"ar", "fa", "he", "ur"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-# Schemes the Redis broker can connect with today; redis+cluster and redis+sentinel join
-# this list when the broker learns them.
+# Schemes of one Redis; redis+cluster:// and redis+sentinel:// are checked by _redis_url.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_URLS = (
+    "a URL starting with redis://, rediss:// or unix://, "
+    "or redis+cluster://host:port[,host:port...], "
+    "or redis+sentinel://host:port[,host:port...]/service[/db]"
+)
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,25 @@ def _url(schemes: Iterable[str]) -> Callable[[Any], bool]:
     return check
 
 
+def _redis_url(value: Any) -> bool:
+    """One Redis, a cluster (its nodes, no path) or a sentinel-named master (the sentinels,
+    the service name, perhaps a database number)."""
+    if _url(REDIS_SCHEMES)(value):
+        return True
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis+cluster", "redis+sentinel"):
+        return False
+    nodes = parts.netloc.rpartition("@")[2].split(",")
+    if not all(re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+)(:\d{1,5})?", n) for n in nodes):
+        return False
+    path = [segment for segment in parts.path.split("/") if segment]
+    if parts.scheme == "redis+cluster":
+        return not path and not parts.query
+    return 1 <= len(path) <= 2 and (len(path) == 1 or path[1].isdigit())
+
+
 def _hub_address(value: Any) -> bool:
     """A ws(s):// URL, or a path on the pages' own origin (`/ws`): the widget then dials
     whatever host the page came from, so one proxy can serve any name."""
@@ -362,8 +385,8 @@ SETTINGS: tuple[Setting, ...] = (
         "redis_url",
         "TICKER_REDIS_URL",
         _word,
-        _optional(_url(REDIS_SCHEMES)),
-        "a URL starting with redis://, rediss:// or unix://",
+        _optional(_redis_url),
+        REDIS_URLS,
         "--redis-url",
     ),
     Setting("db_path", "TICKER_DB", Path, _file_path, "a file path, not a directory", "--db"),

@@ -4,6 +4,11 @@ Every publish is one Lua script, so the item, the capped stream that holds the h
 the pub/sub announcement can never disagree. Every key of an edition carries the hash tag
 `{edition}`, so in Redis Cluster an edition lives in one slot and the script stays legal.
 
+The same broker runs on one Redis (`redis://`, `rediss://`, `unix://`), on a Redis Cluster
+(`redis+cluster://`: SPUBLISH, and each edition followed with SSUBSCRIBE on the master that
+owns its slot) and on the master that Redis Sentinel names (`redis+sentinel://`); see
+`redis_ha.py` for the URL forms.
+
 Pub/sub is at-most-once; the stream is what makes it whole. A follower numbers what it has
 seen, fills any gap from the stream, and after a lost connection re-subscribes first and
 reads the stream second, so nothing published in between is missed.
@@ -30,13 +35,17 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    ClusterDownError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -44,6 +53,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from ..events import UPSERT_KINDS, Cursor, EditionState, Event, event_body
 from ..items import Item, edition_of, parse_time
+from . import redis_ha
 from .base import (
     Broker,
     BrokerError,
@@ -60,7 +70,20 @@ from .base import (
 log = logging.getLogger(__name__)
 
 # ReadOnlyError: after a failover, the address may lead to a replica for a while.
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+# The cluster's own words for a slot without a reachable master (CLUSTERDOWN, TRYAGAIN,
+# a MOVED or ASK the client gave up on, no node answering) mean the same; a single
+# Redis never says them.
+_UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    OSError,
+    ClusterDownError,
+    TryAgainError,
+    AskError,
+    RedisClusterException,
+)
 # Streams (XADD with MAXLEN) and HSET with several fields need Redis 5.
 _OLDEST_REDIS = (5, 0)
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -78,6 +101,14 @@ def _lua(*names: str) -> str:
     return "\n".join(Path(__file__).with_name(name).read_text() for name in names)
 
 
+def _sharded(script: str) -> str:
+    """The publish script for Redis Cluster: SPUBLISH on the edition's channel (which
+    carries the edition's hash tag, so it is in the script's slot) instead of PUBLISH."""
+    plain = "redis.call('PUBLISH', channel, payload)"
+    assert script.count(plain) == 1, "publish.lua announces each event once"
+    return script.replace(plain, "redis.call('SPUBLISH', channel, payload)")
+
+
 def _ms(when: datetime) -> int:
     """Milliseconds since 1970, exact: expiry is compared as an integer score."""
     return (when - _UNIX_EPOCH) // timedelta(milliseconds=1)
@@ -91,6 +122,9 @@ def _backoff(failures: int) -> float:
 
 def _where(url: str) -> str:
     """Where Redis is, for error messages: never the password from the URL."""
+    target = redis_ha.parse(url)
+    if target is not None:
+        return target.where
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return parts.path
@@ -138,6 +172,10 @@ class RedisBroker(Broker):
         if not editions:
             raise ValueError("a broker serves at least one edition")
         self.url = url
+        # A cluster or a sentinel-named master; None for one Redis (redis://, unix://).
+        self._target = redis_ha.parse(url)
+        self._cluster = self._target is not None and self._target.scheme == redis_ha.CLUSTER
+        self._sentinel: Any = None
         self.editions = editions
         self.history = history
         self.idempotency_seconds = idempotency_seconds
@@ -146,23 +184,56 @@ class RedisBroker(Broker):
         self._keys = {edition: _EditionKeys.of(prefix, edition) for edition in editions}
         self.prefix = prefix
         self._closed = False
+        self._slots_lock = asyncio.Lock()
+        self._slots_refreshed = float("-inf")
         # No automatic retry: a publish retried after a timeout could run twice.
         # Callers retry, with an idempotency key.
-        self._redis = self._client(Retry(NoBackoff(), 0))
-        self._publish_script = self._redis.register_script(_lua("publish.lua"))
+        self._redis: Any = self._client(Retry(NoBackoff(), 0))
+        publish = _lua("publish.lua")
+        if self._cluster:
+            # Sharded pub/sub: the event reaches only the shard that owns the edition's slot.
+            publish = _sharded(publish)
+        self._publish_script = self._redis.register_script(publish)
         self._state_script = self._redis.register_script(_lua("epoch.lua", "state.lua"))
         self._add_token_script = self._redis.register_script(_lua("add_token.lua"))
         self._revoke_token_script = self._redis.register_script(_lua("revoke_token.lua"))
 
-    def _client(self, retry: Retry) -> aioredis.Redis:
+    def _client(self, retry: Retry) -> Any:
         # With maintenance notifications on, redis-py 8.1 stops checking pooled connections
         # before use (redis-py #4128), and the first command after a Redis restart fails.
-        return aioredis.Redis.from_url(
-            self.url,
-            socket_timeout=self.socket_timeout,
-            socket_connect_timeout=self.socket_timeout,
-            retry=retry,
-            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        options: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_timeout,
+            "retry": retry,
+            "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+        }
+        target = self._target
+        if target is None:
+            return aioredis.Redis.from_url(self.url, **options)
+        if target.scheme == redis_ha.CLUSTER:
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+                require_full_coverage=False,
+                **target.credentials(),
+                **options,
+            )
+        if self._sentinel is None:
+            from redis.asyncio.sentinel import Sentinel
+
+            # One set of sentinel connections for the broker's life; each client made
+            # here asks them for the master on every new connection.
+            self._sentinel = Sentinel(
+                list(target.hosts),
+                sentinel_kwargs={
+                    "socket_timeout": self.socket_timeout,
+                    "socket_connect_timeout": self.socket_timeout,
+                },
+            )
+        assert target.service is not None
+        return self._sentinel.master_for(
+            target.service, db=target.db, **target.credentials(), **options
         )
 
     @contextmanager
@@ -257,6 +328,9 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         self._closed = True
         await self._bounded(self._redis.aclose())
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                await self._bounded(sentinel.aclose())
 
     async def _bounded(self, closing: Awaitable[None]) -> None:
         """Closing a connection to a Redis that stopped answering must not hang shutdown."""
@@ -389,8 +463,16 @@ class RedisBroker(Broker):
     # --- following -------------------------------------------------------------------------
 
     async def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:
+        if self._cluster:
+            async with aclosing(self._follow_shards(editions)) as updates:
+                async for update in updates:
+                    yield update
+            return
         channels = [self._edition(edition).live for edition in editions]
         seen: dict[str, Cursor] = {}
+        # After a failover the new master may lack the newest events the follower saw:
+        # those followers check the event at their cursor before they resume.
+        heard: dict[str, bytes] | None = {} if self._target is not None else None
         failures = 0
         while not self._closed:
             client = self._client(Retry(NoBackoff(), 0, supported_errors=()))
@@ -398,14 +480,15 @@ class RedisBroker(Broker):
             try:
                 await self._subscribe(pubsub, channels)
                 for edition in editions:
-                    for update in await self._catch_up(edition, seen):
+                    for update in await self._catch_up(edition, seen, heard):
                         yield update
                 if failures:
                     log.info("following Redis at %s again", self._where)
                 failures = 0
                 async with aclosing(self._messages(pubsub)) as messages:
                     async for payload in messages:
-                        for update in await self._deliver(Event.from_payload(payload), seen):
+                        event = Event.from_payload(payload)
+                        for update in await self._deliver(event, seen, heard):
                             yield update
             except (RedisError, OSError) as exc:
                 # Whatever went wrong, a hub without its feed is worse: retry, and say so
@@ -423,10 +506,120 @@ class RedisBroker(Broker):
                 await self._bounded(pubsub.aclose())
                 await self._bounded(client.aclose())
 
-    async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+    async def _follow_shards(
+        self, editions: tuple[str, ...]
+    ) -> AsyncIterator[EditionState | Event]:
+        """Redis Cluster: each edition is followed on its own, on the shard that owns its
+        slot (sharded pub/sub reaches only that shard), so a failover in one shard never
+        holds up the editions of another. What they find meets in one queue."""
+        queue: asyncio.Queue[EditionState | Event | _Ended] = asyncio.Queue(maxsize=1024)
+        tasks = [
+            asyncio.create_task(self._follow_edition(edition, queue), name=f"follow-{edition}")
+            for edition in dict.fromkeys(editions)
+        ]
+        running = len(tasks)
+        try:
+            while running:
+                update = await queue.get()
+                if isinstance(update, _Ended):
+                    running -= 1
+                    if update.error is not None:
+                        raise update.error
+                    continue
+                yield update
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow_edition(
+        self, edition: str, queue: asyncio.Queue[EditionState | Event | _Ended]
+    ) -> None:
+        try:
+            await self._follow_on_shard(edition, queue)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: the follower stops with it
+            await queue.put(_Ended(exc))
+        else:
+            await queue.put(_Ended(None))
+
+    async def _follow_on_shard(
+        self, edition: str, queue: asyncio.Queue[EditionState | Event | _Ended]
+    ) -> None:
+        """SSUBSCRIBE on the master that owns the edition's slot, then catch up from the
+        log. A lost connection, a MOVED answer or a `sunsubscribe` from Redis (the slot
+        moved, or its master became a replica) all mean: ask the cluster again who owns
+        the slot, subscribe there, and catch up."""
+        channel = self._edition(edition).live
+        seen: dict[str, Cursor] = {}
+        heard: dict[str, bytes] = {}
+        failures = 0
+        while not self._closed:
+            client: aioredis.Redis | None = None
+            pubsub: PubSub | None = None
+            try:
+                if failures:
+                    await self._refresh_slots()
+                node = self._redis.get_node_from_key(channel)
+                client = self._node_client(node.host, node.port)
+                pubsub = client.pubsub()
+                await self._subscribe(pubsub, [channel], sharded=True)
+                for update in await self._catch_up(edition, seen, heard):
+                    await queue.put(update)
+                if failures:
+                    log.info("following edition %s on %s again", edition, node.name)
+                failures = 0
+                async with aclosing(self._messages(pubsub)) as messages:
+                    async for payload in messages:
+                        event = Event.from_payload(payload)
+                        for update in await self._deliver(event, seen, heard):
+                            await queue.put(update)
+            except (RedisError, RedisClusterException, OSError) as exc:
+                failures += 1
+                if failures & (failures - 1) == 0:
+                    log.warning(
+                        "following edition %s in Redis Cluster at %s failed %d times, retrying: %r",
+                        edition,
+                        self._where,
+                        failures,
+                        exc,
+                    )
+                await asyncio.sleep(_backoff(failures))
+            finally:
+                if pubsub is not None:
+                    await self._bounded(pubsub.aclose())
+                if client is not None:
+                    await self._bounded(client.aclose())
+
+    async def _refresh_slots(self) -> None:
+        """Ask the cluster which master owns which slot now (one refresh at a time)."""
+        async with self._slots_lock:
+            if asyncio.get_running_loop().time() - self._slots_refreshed < 0.1:
+                return
+            await self._redis.nodes_manager.initialize()
+            self._slots_refreshed = asyncio.get_running_loop().time()
+
+    def _node_client(self, host: str, port: int) -> aioredis.Redis:
+        assert self._target is not None
+        return aioredis.Redis(
+            host=host,
+            port=port,
+            **self._target.credentials(),
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
+            retry=Retry(NoBackoff(), 0, supported_errors=()),
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
+
+    async def _subscribe(self, pubsub: PubSub, channels: list[str], sharded: bool = False) -> None:
         """Subscribe and wait for every confirmation, so no event can slip by before the
         log is read. Redis writes all confirmations of one SUBSCRIBE before anything else."""
-        await pubsub.subscribe(*channels)
+        if sharded:
+            await pubsub.ssubscribe(*channels)
+        else:
+            await pubsub.subscribe(*channels)
+        confirmation = "ssubscribe" if sharded else "subscribe"
         deadline = asyncio.get_running_loop().time() + self.socket_timeout
         confirmed = 0
         while confirmed < len(channels):
@@ -434,7 +627,7 @@ class RedisBroker(Broker):
             if left <= 0:
                 raise RedisTimeoutError("no confirmation of SUBSCRIBE")
             message = await pubsub.get_message(timeout=left)
-            if message is not None and message["type"] == "subscribe":
+            if message is not None and message["type"] == confirmation:
                 confirmed += 1
 
     async def _messages(self, pubsub: PubSub) -> AsyncIterator[bytes]:
@@ -450,25 +643,62 @@ class RedisBroker(Broker):
             now = loop.time()
             if message is not None:
                 heard, pinged = now, False
-                if message["type"] == "message":
+                if message["type"] in ("message", "smessage"):
                     yield message["data"]
+                elif message["type"] == "sunsubscribe":
+                    # Redis Cluster: the slot moved away from this node, or it became a
+                    # replica. The follower subscribes again where the slot is now.
+                    raise RedisConnectionError("the edition's slot left this node")
             elif now - heard > 2 * quiet_after:
                 raise RedisTimeoutError(f"no answer to PING in {quiet_after:g} s")
             elif now - heard > quiet_after and not pinged:
                 await pubsub.ping()
                 pinged = True
 
-    async def _catch_up(self, edition: str, seen: dict[str, Cursor]) -> list[EditionState | Event]:
-        """What the follower missed of one edition, or a fresh state to reset to."""
-        update = await self._read_since(edition, seen.get(edition))
+    async def _catch_up(
+        self, edition: str, seen: dict[str, Cursor], heard: dict[str, bytes] | None = None
+    ) -> list[EditionState | Event]:
+        """What the follower missed of one edition, or a fresh state to reset to.
+
+        With `heard` (the payload of the last event passed on, per edition), the event at
+        the cursor must still be in the log as it was heard: after a failover a new master
+        can lack the newest events of the old one and number the next ones again, and a
+        follower that trusted its cursor would drop those as duplicates."""
+        since = seen.get(edition)
+        last = None if heard is None or since is None else heard.get(edition)
+        if since is not None and since.offset > 0 and last is not None:
+            update = await self._read_since(edition, Cursor(since.epoch, since.offset - 1))
+            if isinstance(update, list):
+                if update and update[0].cursor == since and update[0].payload == last:
+                    update = update[1:]
+                else:
+                    log.warning(
+                        "the log of edition %s no longer holds event %s as this hub saw "
+                        "it (a failover lost it): starting again from the store's state",
+                        edition,
+                        since,
+                    )
+                    update = await self._read_since(edition, None)
+        else:
+            update = await self._read_since(edition, since)
         if isinstance(update, EditionState):
             seen[edition] = update.cursor
+            if heard is not None:
+                newest = update.events[-1] if update.events else None
+                if newest is not None and newest.cursor == update.cursor:
+                    heard[edition] = newest.payload
+                else:
+                    heard.pop(edition, None)
             return [update]
         if update:
             seen[edition] = update[-1].cursor
+            if heard is not None:
+                heard[edition] = update[-1].payload
         return list(update)
 
-    async def _deliver(self, event: Event, seen: dict[str, Cursor]) -> list[EditionState | Event]:
+    async def _deliver(
+        self, event: Event, seen: dict[str, Cursor], heard: dict[str, bytes] | None = None
+    ) -> list[EditionState | Event]:
         """The next event passes; an old one is a duplicate; anything else means a gap, which
         the log fills (the log already holds this event, as the same script wrote it)."""
         last = seen.get(event.edition)
@@ -479,8 +709,10 @@ class RedisBroker(Broker):
                 return []
             if event.cursor.offset == last.offset + 1:
                 seen[event.edition] = event.cursor
+                if heard is not None:
+                    heard[event.edition] = event.payload
                 return [event]
-        return await self._catch_up(event.edition, seen)
+        return await self._catch_up(event.edition, seen, heard)
 
     @property
     def tokens(self) -> TokenStore:
@@ -520,6 +752,13 @@ class _RedisTokens(TokenStore):
                 keys=[self._names, self._digests], args=[name]
             )
         return bool(revoked)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """An edition's follower stopped: the broker closed (None), or a bug (the error)."""
+
+    error: BaseException | None
 
 
 def _published(change: Change, reply: list[Any]) -> Published:
