@@ -2,13 +2,16 @@
 
 A route that takes a body (POST, PUT or PATCH) accepts at most `max_bytes`; every other
 route takes none, and a body sent to it is refused. A `Content-Length` over the limit is
-answered 413 at once, without reading a byte of the body; a chunked body is cut off the
-moment it passes the limit. Either way the connection is closed after the answer, so the
-rest of the body is never read.
+answered 413 without handing a byte of the body to the app (a body under 256 KiB is read
+and dropped first, so a proxy that is still sending it sees the 413, not a reset); a
+chunked body is cut off the moment it passes the limit. Either way the connection is
+closed after the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -16,6 +19,21 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+# A body a little over the limit is read and dropped before the 413: a proxy in front
+# (nginx buffers up to its own limit, 64 KiB) is still writing it, and an answer that
+# cuts it short becomes the proxy's 502 instead of our 413. Anything larger is not read,
+# and no client may take more than a moment to send it.
+DRAIN_MAX_BYTES = 256 * 1024
+DRAIN_SECONDS = 2.0
+
+
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 class BodyTooLarge(Exception):
@@ -56,6 +74,9 @@ class BodyLimit:
             elif name == b"transfer-encoding":
                 chunked = True
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            if int(declared) <= DRAIN_MAX_BYTES:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_drain(receive), DRAIN_SECONDS)
             await self.refuse(limit, send)
             return
         if declared is None and not chunked:

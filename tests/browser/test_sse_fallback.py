@@ -43,10 +43,14 @@ def test_the_widget_falls_back_to_server_sent_events_and_resumes(
         streams_before = len(blocker.passed)
         blocker.drop_all()
         missed = server.post(edition="en", headline="Posted while the stream was down")
-        # Back within its backoff (at most 4 s after two failed WebSockets), with the cursor.
-        expect(bar.locator(f'.ticker-item[data-id="{missed["id"]}"]')).to_have_count(
-            1, timeout=10_000
-        )
+        # Back within its backoff (a few seconds after two failed WebSockets), with the cursor.
+        try:
+            expect(bar.locator(f'.ticker-item[data-id="{missed["id"]}"]')).to_have_count(
+                1, timeout=15_000
+            )
+        except AssertionError as exc:
+            state = bar.get_attribute("data-state")
+            raise AssertionError(f"{exc}\nstate {state}; requests {blocker.passed}") from None
         expect(bar).to_have_attribute("data-state", "live")
         resumed = blocker.passed[streams_before:]
         assert resumed and all("since=" in line for line in resumed), resumed
