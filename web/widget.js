@@ -20,6 +20,9 @@
       flash: "Flash",
       bulletin: "Bulletin",
       pause: "Pause ticker",
+      play: "Play ticker",
+      corrected: "Corrected",
+      alerts: "new alerts",
       prev: "Previous headline",
       next: "Next headline",
       connecting: "Connecting…",
@@ -33,6 +36,9 @@
       flash: "عاجل جدًا",
       bulletin: "هام",
       pause: "إيقاف الشريط مؤقتًا",
+      play: "تشغيل الشريط",
+      corrected: "تصحيح",
+      alerts: "تنبيهات جديدة",
       prev: "الخبر السابق",
       next: "الخبر التالي",
       connecting: "جارٍ الاتصال…",
@@ -46,6 +52,9 @@
       flash: "Urgente",
       bulletin: "Boletín",
       pause: "Pausar el teletipo",
+      play: "Reanudar el teletipo",
+      corrected: "Corregido",
+      alerts: "alertas nuevas",
       prev: "Titular anterior",
       next: "Titular siguiente",
       connecting: "Conectando…",
@@ -56,7 +65,7 @@
   };
 
   // The stylesheet sits next to the script, so one <script> tag is all a page needs.
-  const cssHref = new URL("widget.css", BASE).href;
+  const cssHref = new URL(/widget(\.\w+)?\.js/.test(BASE) ? BASE.replace(/\.js(?=[?#]|$)/, ".css") : "widget.css", BASE).href;
   let cssLink = [...document.querySelectorAll('link[rel="stylesheet"]')].find(
     (l) => l.href === cssHref,
   );
@@ -96,8 +105,8 @@
 
   /** Jittered exponential backoff: half the cap plus a random half, so that a hub restart
    * does not bring every reader back in the same instant. */
-  const backoff = (tries) => {
-    const cap = Math.min(30000, 500 * 2 ** tries);
+  const backoff = (tries, most = 30000) => {
+    const cap = Math.min(most, 250 * 2 ** tries);
     return cap / 2 + (Math.random() * cap) / 2;
   };
 
@@ -141,6 +150,7 @@
     let watchdog = null;
     let heartbeat = 25;
     let openedAt = 0;
+    let restartUntil = 0; // after a clean close the hub is restarting: retry within a second
     let wasLive = false;
     let stopped = false;
     let state = "";
@@ -217,14 +227,14 @@
       return next;
     };
 
-    // Browsers cannot see WebSocket pings, so the hub sends heartbeats: silence for 2.5
-    // heartbeats means the link is dead even if the socket has not noticed yet.
+    // Browsers cannot see WebSocket pings, so the hub sends heartbeats: silence for 1.5
+    // heartbeats and a second means the link is dead even if the socket has not noticed.
     const watch = () => {
       clearTimeout(watchdog);
       watchdog = setTimeout(() => {
         drop();
         later();
-      }, Math.max(heartbeat * 2500, 5000));
+      }, Math.max(heartbeat * 1500 + 1000, 3000));
     };
 
     const drop = () => {
@@ -243,9 +253,13 @@
       if (stopped) return;
       if (code === 4400) {
         // A bad request is not retried as is: the cursor may be what the hub refused.
-        if (!cursor) return status("failed");
+        if (!cursor) {
+          console.warn("ticker: the hub refused this page (HTTP 403 or 400); is its origin in TICKER_ALLOWED_ORIGINS?");
+          return status("failed");
+        }
         cursor = null;
       }
+      if (code === 1001 || code === 1012) restartUntil = Date.now() + 30000;
       if (Date.now() - openedAt > 10000) tries = 0; // it was up for a while: start again fast
       later();
     };
@@ -253,7 +267,7 @@
     const later = () => {
       status(wasLive ? "reconnecting" : "connecting");
       clearTimeout(retry);
-      retry = setTimeout(open, backoff(tries++));
+      retry = setTimeout(open, backoff(tries++, Date.now() < restartUntil ? 1000 : 30000));
     };
 
     const receive = (data) => {
@@ -264,6 +278,7 @@
         return watch();
       }
       const added = [];
+      const corrected = [];
       let changed = false;
       for (const m of Array.isArray(messages) ? messages : [messages]) {
         if (!m || typeof m !== "object") continue;
@@ -289,7 +304,7 @@
             if (!usable(item) || held?.version >= item.version || gone.get(item.id) >= item.version)
               continue;
             items.set(item.id, item);
-            if (!held) added.push(item);
+            (held ? corrected : added).push(item);
             changed = true;
           } else if (REMOVE.includes(m.kind)) {
             changed = items.delete(item.id) || changed;
@@ -298,7 +313,7 @@
         }
       }
       watch(); // after the greeting, so its heartbeat interval already counts
-      if (changed) onChange?.(list(), added);
+      if (changed) onChange?.(list(), added, corrected);
     };
 
     const usable = (item) =>
