@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +36,7 @@ from .brokers.base import (
 from .config import RTL_EDITIONS, Settings
 from .items import Item, ItemError
 from .protocol import ProtocolError, parse_subscription
+from .static_assets import WidgetAssets
 
 log = logging.getLogger("ticker.publisher")
 T = TypeVar("T")
@@ -81,6 +82,7 @@ def _encodable(text: str) -> str:
 def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -> Starlette:
     api = _Api(settings, broker)
     web = settings.web_dir
+    assets = WidgetAssets(web)
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
@@ -92,7 +94,8 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.correct_item, methods=["PATCH"]),
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
         Route("/api/events", api.events, methods=["GET"]),
-        *_pages({"/": web / "console.html", "/demo": web / "demo.html"}),
+        *_pages({"/": web / "console.html", "/demo": web / "demo.html"}, assets),
+        *assets.routes(),
         Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
     ]
 
@@ -135,12 +138,13 @@ class _Publisher(Starlette):
         return SecurityHeaders(super().build_middleware_stack(), hub_url=self.hub_url)
 
 
-def _pages(pages: dict[str, Path]) -> list[Route]:
-    """Routes for the HTML pages that are installed."""
+def _pages(pages: dict[str, Path], assets: WidgetAssets) -> list[Route]:
+    """Routes for the HTML pages that are installed, pointing at the versioned widget."""
 
-    def page(path: Path) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return FileResponse(path, media_type="text/html; charset=utf-8")
+    def page(path: Path) -> Callable[[Request], Response]:
+        def endpoint(request: Request) -> Response:
+            html = assets.page(path.read_text("utf-8"))
+            return Response(html, media_type="text/html; charset=utf-8")
 
         return endpoint
 
