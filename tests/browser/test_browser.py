@@ -129,7 +129,7 @@ def test_console_post_appears_in_the_en_widget_within_a_second_and_not_in_ar(
     headline = f"Gunmen emerged from a tunnel in Rafah {mark}"
     compose(desk, source="Israeli media outlet", headline=headline)
     desk.click("#submit")
-    expect(desk.locator("#notice")).to_contain_text("Posted to en")
+    expect(desk.locator("#notice")).to_contain_text("Posted to English (en)")
 
     en = widget(readers, "en")
     item = item_in(en, mark)
@@ -678,7 +678,7 @@ def test_the_console_preview_is_the_widget_and_follows_the_edition(
     expect(desk.locator("#f-headline")).to_have_attribute("dir", "rtl")
     expect(preview.locator(".ticker-headline")).to_have_text("الرئيس كلّف Simon Karam برئاسة اللجنة")
     # The live list follows the edition being written for.
-    expect(desk.locator("#tabs button[aria-pressed=true]")).to_have_text("ar")
+    expect(desk.locator("#tabs button[aria-pressed=true]")).to_have_text("Arabic (ar)")
 
 
 # --- screenshots ------------------------------------------------------------------------
