@@ -95,8 +95,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
         Route("/api/events", api.events, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}, assets),
-        *assets.routes(),
-        Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
+        Mount("/static", assets.wrap(StaticFiles(directory=web, check_dir=False)), name="static"),
     ]
 
     @contextlib.asynccontextmanager

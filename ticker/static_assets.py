@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.requests import Request
+from starlette.datastructures import Headers
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=300"
@@ -87,31 +87,35 @@ class WidgetAssets:
             html = html.replace(f'"/static/{name}"', f'"/static/{self.versioned(name)}"')
         return html
 
-    def endpoint(self, request: Request) -> Response:
+    def response(self, file: str, accept_encoding: str = "") -> Response | None:
+        """The answer for /static/<file> when it is the widget, else None."""
+        match = _FILE.fullmatch(file)
+        if match is None:
+            return None
         self._load()
-        ext = "js" if request.url.path.endswith(".js") else "css"
-        version = request.path_params.get("version")
-        if version is not None and version != self._version:
-            return Response("Not Found", status_code=404, media_type="text/plain")
+        version, ext = match.group(1), match.group(2)
         asset = self._assets.get(f"widget.{ext}")
-        if asset is None:
+        if asset is None or (version is not None and version != self._version):
             return Response("Not Found", status_code=404, media_type="text/plain")
         cache = SHORT if version is None else IMMUTABLE
         headers = {"Cache-Control": cache, "Vary": "Accept-Encoding"}
         body = asset.body
-        if "gzip" in request.headers.get("accept-encoding", "").lower():
+        if "gzip" in accept_encoding.lower():
             body = asset.compressed
             headers["Content-Encoding"] = "gzip"
         return Response(body, media_type=asset.media_type, headers=headers)
 
-    def routes(self) -> list[Route]:
-        """Routes to put before the /static mount."""
-        return [
-            Route(path, self.endpoint, methods=["GET", "HEAD"])
-            for path in (
-                "/static/widget.js",
-                "/static/widget.css",
-                "/static/widget.{version:str}.js",
-                "/static/widget.{version:str}.css",
-            )
-        ]
+    def wrap(self, static: ASGIApp) -> ASGIApp:
+        """The /static app: the widget's files from here, everything else from `static`."""
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            answer = None
+            if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+                accept = Headers(scope=scope).get("accept-encoding", "")
+                answer = self.response(scope["path"].rsplit("/", 1)[-1], accept)
+            await (answer or static)(scope, receive, send)
+
+        return app
+
+
+_FILE = re.compile(r"widget(?:\.([0-9a-f]{12}))?\.(js|css)")
