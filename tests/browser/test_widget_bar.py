@@ -36,7 +36,9 @@ def embed(news: NewsSite, server: Server, name: str, attrs: str = "", style: str
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>News</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<script src="{server.base}/static/widget.js" defer></script>'
-        f"<style>body{{margin:0;font-family:sans-serif}} [data-ticker]{{min-height:2.75rem}}"
+        "<style>body{margin:0;font-family:sans-serif} [data-ticker]{min-height:2.75rem}"
+        "@media (max-width:480px) and (prefers-reduced-motion:reduce)"
+        "{[data-ticker]{min-height:7rem}}"
         f"{style}</style></head><body><h1>Today</h1>"
         f'<div data-ticker data-edition="en" id="bar" {attrs}></div>'
         "<p>Story text below the bar.</p></body></html>",
@@ -169,6 +171,7 @@ def test_no_layout_shift_while_items_arrive(
             server.post(edition="en", headline=f"{headline(n, mark)} {long if n == 2 else ''}")
             page.wait_for_timeout(2500)
         shift = handle.json_value()
+        print(f"layout shift, {viewport['width']} px, motion {motion}: {shift:.4f}")
         assert shift <= 0.01, (shift, page.evaluate("window.shifts"))
         if motion == "reduce":
             link = page.locator("#bar .ticker-item.is-current .ticker-link")
