@@ -126,3 +126,16 @@ def test_the_edition_switches_the_list_and_a_failed_post_clears_when_back_online
     page.wait_for_timeout(300)
     context.set_offline(False)
     expect(page.locator("#form-error")).to_be_empty()
+
+
+def test_errors_name_characters_in_words(
+    context: BrowserContext, server: Server, watch: PageWatch
+) -> None:
+    watch.allow(r"status of 422")
+    page = signed_in(context, server)
+    page.locator("#f-headline").focus()
+    page.keyboard.insert_text("Hidden \u202econtrol")
+    page.keyboard.press("Enter")
+    error = page.locator("#e-headline")
+    expect(error).to_contain_text("right-to-left override")
+    expect(page.locator("#f-headline")).to_be_focused()
