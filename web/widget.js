@@ -106,7 +106,7 @@
   /** Jittered exponential backoff: half the cap plus a random half, so that a hub restart
    * does not bring every reader back in the same instant. */
   const backoff = (tries, most = 30000) => {
-    const cap = Math.min(most, 250 * 2 ** tries);
+    const cap = Math.min(most, 500 * 2 ** tries);
     return cap / 2 + (Math.random() * cap) / 2;
   };
 
