@@ -133,16 +133,15 @@ class Settings:
     def origins(self) -> list[str | None] | None:
         """Origins the hub accepts; None (no header) is a non-browser client and always allowed.
 
-        Without configuration, only the publisher's own pages may connect from a browser.
-        `*` turns the check off, for a public feed that anyone may embed.
+        The publisher's own pages (the console, the demo) may always connect from a
+        browser; configured origins are added to them. `*` turns the check off, for a
+        public feed that anyone may embed.
         """
-        configured = self.allowed_origins or (
-            f"http://localhost:{self.port}",
-            f"http://127.0.0.1:{self.port}",
-        )
-        if "*" in configured:
+        if "*" in self.allowed_origins:
             return None
-        return [None, *configured]
+        own = (f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}")
+        extra = [o for o in self.allowed_origins if o not in own]
+        return [None, *own, *extra]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +42,7 @@ from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
 from .ratelimit import Limits, Verdict
+from .static_assets import WidgetAssets
 
 log = logging.getLogger("ticker.publisher")
 T = TypeVar("T")
@@ -89,6 +90,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
     # Every change an editor saves is counted on its way to the store.
     api = _Api(settings, metrics.CountingBroker(broker), guard)  # type: ignore[arg-type]
     web = settings.web_dir
+    assets = WidgetAssets(web)
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
@@ -113,8 +115,8 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
         Route("/feeds/{edition}.json", api.feed_json, methods=["GET"]),
         Route("/live/{edition}", api.live, methods=["GET"]),
-        *_pages({"/": web / "console.html", "/demo": web / "demo.html"}),
-        Mount("/static", StaticFiles(directory=web, check_dir=False), name="static"),
+        *_pages({"/": web / "console.html", "/demo": web / "demo.html"}, assets),
+        Mount("/static", assets.wrap(StaticFiles(directory=web, check_dir=False)), name="static"),
     ]
 
     @contextlib.asynccontextmanager
@@ -167,17 +169,19 @@ class _Publisher(Starlette):
         return SecurityHeaders(super().build_middleware_stack(), hub_url=self.hub_url)
 
 
-def _pages(pages: dict[str, Path]) -> list[Route]:
-    """Routes for the HTML pages that are installed."""
+def _pages(pages: dict[str, Path], assets: WidgetAssets) -> list[Route]:
+    """Routes for the HTML pages that are installed, pointing at the versioned widget."""
 
     def page(file: Path) -> Callable[[Request], Awaitable[Response]]:
+        html = assets.page(file.read_text("utf-8"))  # once: the pages are part of the release
+
         @operation(
             f"The {file.stem} page (HTML)",
             responses={200: ("the page", {"type": "string"}, "text/html")},
             tags=("pages",),
         )
         async def endpoint(request: Request) -> Response:
-            return FileResponse(file, media_type="text/html; charset=utf-8")
+            return Response(html, media_type="text/html; charset=utf-8")
 
         return endpoint
 

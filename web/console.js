@@ -10,7 +10,16 @@
   const TOKEN_KEY = "ticker.token";
   const FIELDS = ["edition", "headline", "source", "link", "urgency", "expires", "regions", "categories"];
   const FIELD_OF = { expires_in: "expires" }; // API field -> form field
-  const LABELS = { 1: "Flash", 2: "Bulletin" };
+  const LABELS = { 1: "Flash", 2: "Bulletin" }; // what the bar tags; 3 to 9 are plain there
+  const LANGUAGES = new Intl.DisplayNames(["en"], { type: "language" });
+  /** "English (en)" for a code: editors read names, the API reads codes. */
+  const editionName = (code) => {
+    let name = code;
+    try {
+      name = LANGUAGES.of(code) || code;
+    } catch {}
+    return name === code ? code : `${name} (${code})`;
+  };
 
   const form = $("item-form");
   const submit = $("submit");
@@ -22,6 +31,7 @@
   let preview = null;
   let connection = null;
   let listEdition = null;
+  let offline = false; // the last post failed for want of a connection
 
   const el = (tag, cls, text) => {
     const node = document.createElement(tag);
@@ -80,6 +90,7 @@
     $("compose").hidden = false;
     document.body.classList.add("signed-in");
     $("token").value = "";
+    notice(`Signed in as ${result.data.editor}. Tab to the form; Enter posts.`);
   }
 
   function signedOut(message) {
@@ -180,8 +191,23 @@
     for (const name of ["headline", "source"]) form.elements[name].dir = dirOf(edition) === "rtl" ? "rtl" : "auto";
   }
 
+  // A headline is one line: Enter posts instead of breaking it, and a pasted line break
+  // becomes a space. Ctrl+Enter (or Cmd+Enter) posts from any field.
+  form.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || e.isComposing) return;
+    if (e.ctrlKey || e.metaKey || (e.target.name === "headline" && !e.shiftKey)) {
+      e.preventDefault();
+      form.requestSubmit();
+    } else if (e.target.name === "headline") e.preventDefault();
+  });
+  form.elements.headline.addEventListener("input", (e) => {
+    const t = e.target;
+    if (/[\r\n]/.test(t.value)) t.value = t.value.replace(/\s*[\r\n]+\s*/g, " ");
+  });
+
   form.addEventListener("input", (e) => {
     counts();
+    tagsChosen();
     updatePreview();
     const field = e.target.closest("[data-field]");
     if (field) clearError(field.dataset.field);
@@ -190,6 +216,11 @@
     directions();
     follow(form.elements.edition.value);
   });
+
+  function tagsChosen() {
+    const chosen = [...checked("regions"), ...checked("categories")];
+    $("tags-chosen").textContent = chosen.length ? `(${chosen.join(", ")})` : "(none)";
+  }
 
   function clearError(name) {
     const out = $(`e-${name}`);
@@ -220,6 +251,7 @@
       form.querySelector(`[data-field="${name}"]`).classList.add("invalid");
       const input = form.elements[name];
       if (input?.setAttribute) input.setAttribute("aria-invalid", "true");
+      if (name === "regions" || name === "categories") $("tags").open = true;
       first ||= name === "regions" || name === "categories" ? form.querySelector(`input[name="${name}"]`) : input;
     }
     const box = $("form-error");
@@ -237,15 +269,29 @@
     form.setAttribute("aria-busy", String(on));
   }
 
-  function notice(text, action) {
+  /** A notice, with buttons for what may come next; it takes the focus, so a screen
+   * reader hears it and the next Tab reaches its buttons, then the form. */
+  function notice(text, ...actions) {
     const box = $("notice");
     box.replaceChildren(el("span", null, text));
-    if (action) {
+    for (const action of actions) {
       const button = el("button", "link-button", action.label);
       button.type = "button";
       button.addEventListener("click", action.run);
       box.append(" ", button);
     }
+    box.focus();
+  }
+
+  /** After a post or a correction: correct it, withdraw it, or undo a post (withdraw it at
+   * once, without asking, since it was posted a moment ago). */
+  function done(text, item, undo) {
+    const actions = [
+      { label: "Correct", run: () => startCorrection(item) },
+      { label: "Withdraw", run: (e) => confirmWithdraw(item, e.target) },
+    ];
+    if (undo) actions.push({ label: "Undo", run: (e) => withdraw(item, e.target, "Undone: withdrawn from every ticker.") });
+    notice(text, ...actions);
   }
 
   form.addEventListener("submit", async (e) => {
@@ -277,8 +323,8 @@
       if (result.status === 201) {
         pending = null;
         const again = result.headers.get("Idempotent-Replayed") ? " (it had already arrived; posted once)" : "";
-        notice(`Posted to ${result.data.edition}${again}.`);
         resetForm(body.edition);
+        done(`Posted to ${editionName(result.data.edition)}${again}.`, result.data, true);
         return;
       }
       if (result.status === 401) return signedOut("Your token is no longer accepted. Sign in again.");
@@ -287,6 +333,7 @@
         continue;
       }
       if (result.status === 0 || result.status >= 500) {
+        offline = true;
         result.data.message = `${result.data.message || "The publisher failed."} Nothing was posted twice: press Post again to retry.`;
       } else {
         pending = null;
@@ -315,14 +362,28 @@
       result = { status: 0, data: { message: "The publisher cannot be reached; try again." } };
     }
     if (result.status === 200) {
-      notice(`Corrected: version ${result.data.version} is live.`);
-      return resetForm(item.edition);
+      resetForm(item.edition);
+      return done(`Corrected: version ${result.data.version} is live.`, result.data, false);
     }
     if (result.status === 401) return signedOut("Your token is no longer accepted. Sign in again.");
-    if (result.status === 409) {
-      result.data.message = "Someone changed this item meanwhile. Start the correction again from the list to see their version.";
-    }
+    if (result.status === 409 || result.data.fields?.version) return conflict(item);
     showErrors(result);
+  }
+
+  /** Someone else corrected the item meanwhile: one message, and a way to their version. */
+  function conflict(item) {
+    const load = el("button", "link-button", "Load the current version");
+    load.type = "button";
+    load.addEventListener("click", async () => {
+      const result = await api("GET", `/api/items/${encodeURIComponent(item.id)}`).catch(() => ({}));
+      if (result.status === 200) startCorrection(result.data);
+      else $("form-error").replaceChildren(el("p", null, "This item is gone: it was withdrawn or expired."));
+    });
+    $("form-error").replaceChildren(
+      el("p", null, "Someone else corrected this item meanwhile; your changes were not saved. "),
+    );
+    $("form-error").firstChild.append(load);
+    load.focus();
   }
 
   function resetForm(edition) {
@@ -335,6 +396,7 @@
     $("cancel").hidden = true;
     submit.textContent = "Post";
     clearErrors();
+    tagsChosen();
     directions();
     counts();
     updatePreview();
@@ -363,7 +425,9 @@
     $("f-expires").querySelector('option[value="keep"]')?.remove();
     $("f-expires").prepend(keep);
     f.expires.value = "keep";
-    $("compose-title").textContent = `Correct ${item.id} (version ${item.version})`;
+    $("compose-title").textContent = `Correct “${item.headline}” (version ${item.version})`;
+    $("tags").open ||= item.regions.length + item.categories.length > 0;
+    tagsChosen();
     $("cancel").hidden = false;
     submit.textContent = "Save correction";
     directions();
@@ -399,7 +463,7 @@
     dialog.showModal();
   }
 
-  async function withdraw(item, button) {
+  async function withdraw(item, button, said = "Withdrawn from every ticker.") {
     button.disabled = true;
     let result;
     try {
@@ -409,7 +473,7 @@
     }
     button.disabled = false;
     if (result.status === 200 || result.status === 404) {
-      const text = result.status === 200 ? "Withdrawn from every ticker." : "It was already gone.";
+      const text = result.status === 200 ? said : "It was already gone.";
       return notice(text, { label: "Post it again", run: () => repost(item) });
     }
     if (result.status === 401) return signedOut("Your token is no longer accepted. Sign in again.");
@@ -418,8 +482,15 @@
 
   // --- the live list ------------------------------------------------------------------------
 
+  /** 20:20:45 UTC: a 24-hour clock with the time zone, as newsrooms read the time. */
   const time = (iso) =>
-    new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    new Date(iso).toLocaleTimeString("en-GB", {
+      hour: "2-digit",
+      minute: "2-digit",
+      second: "2-digit",
+      hourCycle: "h23",
+      timeZoneName: "short",
+    });
 
   function row(item) {
     const li = el("li", `item u${item.urgency}`);
@@ -432,7 +503,7 @@
     main.append(el("bdi", "item-headline", item.headline));
     const meta = el("p", "item-meta");
     const parts = [
-      `v${item.version}`,
+      `version ${item.version}`,
       `${time(item.updated)} by ${item.editor}`,
       [...item.regions, ...item.categories].join(", "),
       item.expires ? `expires ${time(item.expires)}` : "",
@@ -488,11 +559,21 @@
       edition,
       onChange: renderList,
       onStatus: (state) => {
+        // The connection is back: a post that failed for want of it may be tried again.
+        if (state === "live" && offline) {
+          offline = false;
+          $("form-error").replaceChildren();
+        }
         $("conn").dataset.state = state;
         $("conn").textContent = STATES[state] || state;
       },
     });
   }
+
+  window.addEventListener("online", () => {
+    if (offline) $("form-error").replaceChildren();
+    offline = false;
+  });
 
   // --- start --------------------------------------------------------------------------------
 
@@ -508,10 +589,10 @@
     }
     const editions = form.elements.edition;
     for (const { code, dir } of config.editions) {
-      const option = el("option", null, `${code}${dir === "rtl" ? " (right to left)" : ""}`);
+      const option = el("option", null, `${editionName(code)}${dir === "rtl" ? ", right to left" : ""}`);
       option.value = code;
       editions.append(option);
-      const tab = el("button", "tab", code);
+      const tab = el("button", "tab", editionName(code));
       tab.type = "button";
       tab.value = code;
       tab.addEventListener("click", () => follow(code));
@@ -522,6 +603,7 @@
     directions();
     counts();
     updatePreview();
+    tagsChosen();
     follow(config.editions[0].code);
     if (token) await signIn(token);
     else signedOut("");

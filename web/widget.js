@@ -20,6 +20,9 @@
       flash: "Flash",
       bulletin: "Bulletin",
       pause: "Pause ticker",
+      play: "Play ticker",
+      corrected: "Corrected",
+      alerts: "new alerts",
       prev: "Previous headline",
       next: "Next headline",
       connecting: "Connecting…",
@@ -33,6 +36,9 @@
       flash: "عاجل جدًا",
       bulletin: "هام",
       pause: "إيقاف الشريط مؤقتًا",
+      play: "تشغيل الشريط",
+      corrected: "تصحيح",
+      alerts: "تنبيهات جديدة",
       prev: "الخبر السابق",
       next: "الخبر التالي",
       connecting: "جارٍ الاتصال…",
@@ -46,6 +52,9 @@
       flash: "Urgente",
       bulletin: "Boletín",
       pause: "Pausar el teletipo",
+      play: "Reanudar el teletipo",
+      corrected: "Corregido",
+      alerts: "alertas nuevas",
       prev: "Titular anterior",
       next: "Titular siguiente",
       connecting: "Conectando…",
@@ -56,7 +65,7 @@
   };
 
   // The stylesheet sits next to the script, so one <script> tag is all a page needs.
-  const cssHref = new URL("widget.css", BASE).href;
+  const cssHref = new URL(/widget(\.\w+)?\.js/.test(BASE) ? BASE.replace(/\.js(?=[?#]|$)/, ".css") : "widget.css", BASE).href;
   let cssLink = [...document.querySelectorAll('link[rel="stylesheet"]')].find(
     (l) => l.href === cssHref,
   );
@@ -96,8 +105,8 @@
 
   /** Jittered exponential backoff: half the cap plus a random half, so that a hub restart
    * does not bring every reader back in the same instant. */
-  const backoff = (tries) => {
-    const cap = Math.min(30000, 500 * 2 ** tries);
+  const backoff = (tries, most = 30000) => {
+    const cap = Math.min(most, 500 * 2 ** tries);
     return cap / 2 + (Math.random() * cap) / 2;
   };
 
@@ -141,6 +150,7 @@
     let watchdog = null;
     let heartbeat = 25;
     let openedAt = 0;
+    let restartUntil = 0; // after a clean close the hub is restarting: retry within a second
     let wasLive = false;
     let stopped = false;
     let state = "";
@@ -188,7 +198,8 @@
       next.onclose = (e) => {
         // Proxies and networks that break WebSockets fail them before they open: after
         // two such failures in a row, the same hub is read as Server-Sent Events.
-        if (!opened && ++failedOpens >= 2) {
+        // A link that was live over WebSockets is down, not blocked: it stays a WebSocket.
+        if (!opened && !wasLive && ++failedOpens >= 2) {
           useStream = true;
           console.info("ticker: WebSockets fail here; using Server-Sent Events");
         }
@@ -230,14 +241,14 @@
       return next;
     };
 
-    // Browsers cannot see WebSocket pings, so the hub sends heartbeats: silence for 2.5
-    // heartbeats means the link is dead even if the socket has not noticed yet.
+    // Browsers cannot see WebSocket pings, so the hub sends heartbeats: silence for 1.5
+    // heartbeats and a second means the link is dead even if the socket has not noticed.
     const watch = () => {
       clearTimeout(watchdog);
       watchdog = setTimeout(() => {
         drop();
         later();
-      }, Math.max(heartbeat * 2500, 5000));
+      }, Math.max(heartbeat * 1500 + 1000, 3000));
     };
 
     const drop = () => {
@@ -256,9 +267,13 @@
       if (stopped) return;
       if (code === 4400) {
         // A bad request is not retried as is: the cursor may be what the hub refused.
-        if (!cursor) return status("failed");
+        if (!cursor) {
+          console.warn("ticker: the hub refused this page (HTTP 403 or 400); is its origin in TICKER_ALLOWED_ORIGINS?");
+          return status("failed");
+        }
         cursor = null;
       }
+      if (code === 1001 || code === 1012) restartUntil = Date.now() + 30000;
       if (Date.now() - openedAt > 10000) tries = 0; // it was up for a while: start again fast
       later();
     };
@@ -266,7 +281,7 @@
     const later = () => {
       status(wasLive ? "reconnecting" : "connecting");
       clearTimeout(retry);
-      retry = setTimeout(open, backoff(tries++));
+      retry = setTimeout(open, backoff(tries++, Date.now() < restartUntil ? 1000 : 30000));
     };
 
     const receive = (data) => {
@@ -277,6 +292,7 @@
         return watch();
       }
       const added = [];
+      const corrected = [];
       let changed = false;
       for (const m of Array.isArray(messages) ? messages : [messages]) {
         if (!m || typeof m !== "object") continue;
@@ -302,7 +318,7 @@
             if (!usable(item) || held?.version >= item.version || gone.get(item.id) >= item.version)
               continue;
             items.set(item.id, item);
-            if (!held) added.push(item);
+            (held ? corrected : added).push(item);
             changed = true;
           } else if (REMOVE.includes(m.kind)) {
             changed = items.delete(item.id) || changed;
@@ -311,7 +327,7 @@
         }
       }
       watch(); // after the greeting, so its heartbeat interval already counts
-      if (changed) onChange?.(list(), added);
+      if (changed) onChange?.(list(), added, corrected);
     };
 
     const usable = (item) =>
@@ -354,13 +370,15 @@
    * connection state. The console uses it for its preview, so the preview is the widget.
    */
   class View {
-    constructor(root, { edition = "en", dir, still = false } = {}) {
+    constructor(root, { edition = "en", dir, still = false, maxItems = 10, flashMinutes = 10 } = {}) {
       const t = (this.t = TEXT[edition] || TEXT.en);
       this.root = root;
       this.rtl = (dir || (RTL.includes(edition) ? "rtl" : "ltr")) === "rtl";
       this.nodes = new Map();
       this.current = 0;
       this.paused = false;
+      this.max = maxItems;
+      this.flashMs = flashMinutes * 60000;
       const id = `ticker-${++serial}`;
 
       root.classList.add("ticker");
@@ -376,9 +394,15 @@
       this.viewport = el("div", "ticker-viewport");
       this.viewport.setAttribute("role", "marquee");
       this.viewport.setAttribute("aria-labelledby", label.id);
-      this.track = el("ul", "ticker-track");
+      // The reel moves: the list, then a copy of it, so the loop never leaves the bar empty.
+      this.reel = el("div", "ticker-track");
+      this.track = el("ul", "ticker-list");
+      this.echo = el("div", "ticker-echo");
+      this.echo.setAttribute("aria-hidden", "true");
+      this.echo.inert = true;
+      this.reel.append(this.track, this.echo);
       this.empty = el("p", "ticker-empty", t.empty);
-      this.viewport.append(this.track, this.empty);
+      this.viewport.append(this.reel, this.empty);
       const button = (cls, text) => {
         const b = el("button", `ticker-button ${cls}`);
         b.type = "button";
@@ -388,11 +412,10 @@
       };
       this.prev = button("ticker-prev", t.prev);
       this.toggle = button("ticker-toggle", t.pause);
-      this.toggle.setAttribute("aria-pressed", "false");
       this.next = button("ticker-next", t.next);
       const controls = el("div", "ticker-controls");
       controls.append(this.prev, this.toggle, this.next);
-      // The marquee is aria-live=off by nature; new items are announced here, one by one.
+      // The marquee is aria-live=off by nature; new items are announced here.
       this.live = el("div", "ticker-sr");
       this.live.setAttribute("aria-live", "polite");
       root.replaceChildren(label, this.viewport, controls, this.live);
@@ -401,6 +424,13 @@
       this.prev.addEventListener("click", () => this.show(this.current - 1));
       this.next.addEventListener("click", () => this.show(this.current + 1));
       this.viewport.addEventListener("focusin", (e) => this.reveal(e.target));
+      // A finger has no hover: a tap on the bar (not on a link) pauses or plays, like the button.
+      this.viewport.addEventListener("pointerdown", (e) =>
+        root.classList.toggle("ticker--touch", e.pointerType !== "mouse"),
+      );
+      this.viewport.addEventListener("click", (e) => {
+        if (this.touch() && this.moving && !e.target.closest("a")) this.pause(!this.paused);
+      });
       // Focus would scroll the clipped viewport to the headline; the transform does that.
       this.viewport.addEventListener("scroll", () => this.viewport.scrollTo(0, 0));
 
@@ -410,9 +440,17 @@
       this.motion.addEventListener?.("change", () => this.mode());
       const resized = new ResizeObserver(() => this.layout(false));
       resized.observe(this.viewport);
-      resized.observe(this.track); // web fonts arriving change the length of the bar
+      resized.observe(this.reel); // web fonts arriving change the length of the bar
       this.render([]);
       this.mode();
+    }
+
+    touch() {
+      return this.root.classList.contains("ticker--touch");
+    }
+
+    items() {
+      return [...this.track.children];
     }
 
     /** Scrolling, or one headline at a time when motion is reduced (or for a preview). */
@@ -434,13 +472,28 @@
       this.track.setAttribute("aria-busy", String(state !== "live"));
     }
 
-    render(items) {
+    /** Flashes younger than data-flash-minutes lead, then the rest newest first; the newest
+     * data-max-items are shown. */
+    arrange(items) {
+      const now = Date.now();
+      const until = (i) => (i.urgency === 1 ? Date.parse(i.created) + this.flashMs || 0 : 0);
+      const lead = items.filter((i) => until(i) > now);
+      clearTimeout(this.regroup);
+      if (lead.length)
+        this.regroup = setTimeout(() => this.render(this.all), Math.min(...lead.map(until)) - now + 50);
+      return [...lead, ...items.filter((i) => !lead.includes(i))].slice(0, this.max);
+    }
+
+    render(all) {
+      this.all = all;
+      const items = this.arrange(all);
       const nodes = new Map();
-      const first = this.track.firstElementChild?.dataset.id;
-      // A reader pointing at or focused on a headline keeps it where it is.
-      const held = this.held() && this.track.children[this.still ? this.current : 0];
-      const left = () => (held.firstElementChild || held).getBoundingClientRect().left;
-      const before = held && left();
+      const old = this.items();
+      const first = old[0]?.dataset.id;
+      // A reader looking at a headline keeps it; a moving bar keeps its place.
+      const held = this.still && this.held() && old[this.current];
+      const spot = (li) => (li.firstElementChild || li).getBoundingClientRect().left;
+      const before = new Map(this.moving ? old.map((li) => [li, spot(li)]) : []);
       items.forEach((item, i) => {
         let li = this.nodes.get(item.id);
         if (!li) li = el("li");
@@ -451,12 +504,25 @@
       });
       for (const [id, li] of this.nodes) if (!nodes.has(id)) li.remove();
       this.nodes = nodes;
+      this.echo.replaceChildren(
+        ...items.map((item) => {
+          const li = nodes.get(item.id);
+          const copy = el("div", li.className.replace("ticker-item", "ticker-dup"));
+          copy.dataset.copy = item.id; // a copy of the item, not the item
+          if (!this.fixed) copy.append(...li.cloneNode(true).childNodes);
+          copy.querySelectorAll("a").forEach((a) => (a.tabIndex = -1));
+          return copy;
+        }),
+      );
       this.root.classList.toggle("ticker--empty", !items.length);
       if (held?.isConnected) {
-        this.current = [...this.track.children].indexOf(held);
-        this.show(this.current);
-        const shift = before - left(); // the text, not the li: it gains a separator
-        return this.layout(false, this.moving ? this.position() + shift : 0);
+        this.show(this.items().indexOf(held));
+        return this.layout(false);
+      }
+      const kept = [...before.keys()].find((li) => li.isConnected);
+      if (kept) {
+        this.show(0);
+        return this.layout(false, this.position() + before.get(kept) - spot(kept));
       }
       const fresh = items.length > 0 && items[0].id !== first;
       if (fresh) this.current = 0;
@@ -464,31 +530,38 @@
       this.layout(fresh);
     }
 
-    /** Tell screen readers about new items only, politely, without re-reading the bar. */
-    announce(items) {
-      for (const item of items) {
-        const label = item.urgency === 1 ? this.t.flash : this.t.breaking;
-        const source = item.source ? `${item.source}: ` : "";
-        this.live.append(el("p", null, `${label}: ${source}${item.headline}`));
-      }
-      while (this.live.childElementCount > 3) this.live.firstElementChild.remove();
+    /** Tell screen readers about new and corrected alerts, politely, without re-reading the
+     * bar: a burst is one summary, not three interruptions. */
+    announce(added, corrected = []) {
+      const t = this.t;
+      const say = (text) => {
+        this.live.append(el("p", null, text));
+        while (this.live.childElementCount > 3) this.live.firstElementChild.remove();
+      };
+      const line = (item) => `${item.source ? `${item.source}: ` : ""}${item.headline}`;
+      if (added.length === 1) say(`${added[0].urgency === 1 ? t.flash : t.breaking}: ${line(added[0])}`);
+      else if (added.length) say(`${added.length} ${t.alerts}: ${added.map(line).join("; ")}`);
+      for (const item of corrected) if (item.urgency <= 2) say(`${t.corrected}: ${line(item)}`);
     }
 
+    /** The button always says what it will do: Pause while moving, Play while paused. */
     pause(paused) {
       this.paused = paused;
       this.root.classList.toggle("ticker--paused", paused);
-      this.toggle.setAttribute("aria-pressed", String(paused));
+      const text = paused ? this.t.play : this.t.pause;
+      this.toggle.setAttribute("aria-label", text);
+      this.toggle.title = text;
     }
 
     held() {
       const vp = this.viewport;
-      return this.paused || vp.matches(":hover") || !!vp.querySelector(":focus-visible");
+      return this.paused || (!this.touch() && vp.matches(":hover")) || !!vp.querySelector(":focus-visible");
     }
 
     show(index) {
-      const items = this.track.children;
+      const items = this.items();
       this.current = items.length ? (index + items.length) % items.length : 0;
-      [...items].forEach((li, i) => li.classList.toggle("is-current", i === this.current));
+      items.forEach((li, i) => li.classList.toggle("is-current", i === this.current));
     }
 
     prop(name, fallback) {
@@ -496,45 +569,41 @@
     }
 
     position() {
-      const transform = getComputedStyle(this.track).transform;
+      const transform = getComputedStyle(this.reel).transform;
       return transform && transform !== "none" ? new DOMMatrixReadOnly(transform).m41 : 0;
     }
 
-    /** Size the scroll to the content; restart at the newest item, stay at `at`, or keep
-     * the position. */
+    /** Size the loop to one copy of the items; restart at the newest item, stand at `at`,
+     * or keep the position. */
     layout(restart, at) {
       const width = this.viewport.clientWidth;
-      const length = this.track.scrollWidth;
-      const moving = !this.still && length > width + 1;
+      const head = this.track.firstElementChild;
+      const copy = this.echo.firstElementChild;
+      const length = copy && !this.still ? Math.abs(copy.getBoundingClientRect().left - head.getBoundingClientRect().left) : 0;
+      const moving = length > width + 1;
       const same = moving === this.moving && width === this.width && length === this.length;
       if (!restart && at === undefined && same) return;
       const x = restart || !this.moving ? 0 : (at ?? this.position());
       Object.assign(this, { moving, width, length });
       this.root.classList.toggle("ticker--moving", moving);
-      if (!moving) return this.track.classList.remove("ticker-run");
-      const sign = this.rtl ? -1 : 1;
-      const from = sign * width;
-      const to = -sign * length;
-      const duration = (width + length) / this.prop("--ticker-speed", 60);
-      const style = this.track.style;
-      style.setProperty("--tk-from", `${from}px`);
-      style.setProperty("--tk-to", `${to}px`);
-      style.setProperty("--tk-dur", `${duration}s`);
+      if (!moving) return this.reel.classList.remove("ticker-run");
+      const style = this.reel.style;
+      style.setProperty("--tk-to", `${(this.rtl ? 1 : -1) * length}px`);
+      style.setProperty("--tk-dur", `${length / this.prop("--ticker-speed", 60)}s`);
       this.seek(x);
     }
 
     /** Restart the animation so that it stands at x now: a resume continues where the bar
      * stood instead of jumping back to the start. */
     seek(x) {
-      const style = this.track.style;
-      const from = parseFloat(style.getPropertyValue("--tk-from"));
+      const style = this.reel.style;
       const to = parseFloat(style.getPropertyValue("--tk-to"));
       const duration = parseFloat(style.getPropertyValue("--tk-dur"));
-      const progress = Math.min(1, Math.max(0, (from - x) / (from - to)));
+      const progress = (((x / to) % 1) + 1) % 1;
       style.setProperty("--tk-delay", `${-progress * duration}s`);
-      this.track.classList.remove("ticker-run");
-      void this.track.offsetWidth; // restart the animation with the new delay
-      this.track.classList.add("ticker-run");
+      this.reel.classList.remove("ticker-run");
+      void this.reel.offsetWidth; // restart the animation with the new delay
+      this.reel.classList.add("ticker-run");
     }
 
     /** Keyboard focus on a headline brings it into view (the bar is paused meanwhile). */
@@ -542,9 +611,9 @@
       const li = target.closest("li");
       this.viewport.scrollTo(0, 0);
       if (!li || !target.matches(":focus-visible")) return;
-      if (this.still) return this.show([...this.track.children].indexOf(li));
+      if (this.still) return this.show(this.items().indexOf(li));
       if (!this.moving) return;
-      this.seek(this.rtl ? this.length - li.offsetLeft - li.offsetWidth : -li.offsetLeft);
+      this.seek(this.rtl ? this.reel.offsetWidth - li.offsetLeft - li.offsetWidth : -li.offsetLeft);
     }
   }
 
@@ -564,16 +633,24 @@
   }
 
   /** Turn an element with data-ticker (data-edition, data-region, data-category, data-hub,
-   * data-dir) into a live ticker. */
+   * data-dir, data-max-items, data-flash-minutes) into a live ticker. */
   function mount(root, options = {}) {
     if (root.ticker) return root.ticker;
     const data = root.dataset;
     const edition = options.edition || data.edition || "en";
-    const view = new View(root, { edition, dir: options.dir || data.dir });
+    const num = (value, fallback) => (value > 0 ? +value : fallback);
+    const view = new View(root, {
+      edition,
+      dir: options.dir || data.dir,
+      maxItems: num(options.maxItems ?? data.maxItems, 10),
+      flashMinutes: num(options.flashMinutes ?? data.flashMinutes, 10),
+    });
     root.ticker = view;
     view.setState("connecting");
-    root.hidden = true;
-    cssReady.then(() => (root.hidden = false));
+    // Hidden but in place until its stylesheet is in: a page that reserves the bar's height
+    // (docs/widget.md) does not shift.
+    root.style.visibility = "hidden";
+    cssReady.then(() => (root.style.visibility = ""));
     hubUrl(options.hub || data.hub).then((hub) => {
       view.connection = connect({
         hub,
@@ -581,9 +658,9 @@
         region: options.region || data.region,
         category: options.category || data.category,
         onStatus: (state) => view.setState(state),
-        onChange: (items, added) => {
+        onChange: (items, added, corrected) => {
           view.render(items);
-          if (added.length) view.announce(added);
+          view.announce(added, corrected);
         },
       });
     });

@@ -258,7 +258,7 @@ class PageWatch:
 @contextlib.contextmanager
 def watched_context(browser: Browser, watch: PageWatch, **options: Any) -> Iterator[BrowserContext]:
     """A browser context whose pages are all watched; on exit, nothing went wrong in them."""
-    context = browser.new_context(viewport=VIEWPORT, **options)
+    context = browser.new_context(**{"viewport": VIEWPORT, **options})
     context.add_init_script(REPORT_CSP)
     context.on("page", watch.attach)
     try:
