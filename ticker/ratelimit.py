@@ -62,10 +62,8 @@ class Limit:
         self.limiter = MovingWindowRateLimiter(storage)
 
     async def hit(self, who: str) -> Verdict:
-        """Spend one from `who`'s budget, if every rate allows it."""
-        verdict = await self.check(who)
-        if not verdict.allowed:
-            return verdict
+        """Spend one from `who`'s budget, if every rate allows it: one round trip to the
+        store per rate, on the path of every change an editor makes."""
         for item in self.items:
             try:
                 if not await self.limiter.hit(item, self.name, who):
