@@ -309,7 +309,7 @@ class _Api:
         edition = subscription.edition
         tag = catchup.etag(await _call(self.broker.cursor(edition)))
         headers = {"ETag": tag, "Cache-Control": "public, no-cache"}
-        if tag in _etags(request.headers.get("if-none-match")):
+        if feeds.not_modified(request.headers, tag, None):  # the feeds' own If-None-Match rules
             return _public(Response(status_code=304, headers=headers))
         state = await _call(self.broker.state(edition))
         answer = catchup.catch_up(
@@ -676,13 +676,6 @@ def _limit(raw: str | None) -> int:
             400, "invalid_parameter", f"limit must be a whole number from 1 to {catchup.MAX_LIMIT}"
         )
     return int(raw)
-
-
-def _etags(header: str | None) -> set[str]:
-    """The entity tags of an If-None-Match header (weak ones compare equal, RFC 9110)."""
-    if not header:
-        return set()
-    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
 def _too_large(max_bytes: int) -> ApiError:

@@ -73,12 +73,12 @@ def parse_request(
 
 
 def allowed_origin(
-    origin: str | None, settings: Settings, host: str | None = None
+    origin: str | None, origins: list[str | None] | None, host: str | None = None
 ) -> tuple[bool, str | None]:
-    """Whether a page from `origin` may read the feed, and the CORS header to send. A page
-    from the very host it asks (one proxy in front of publisher and hubs) is the hub's
-    own origin, so no list needs to name it."""
-    origins = settings.origins()
+    """Whether a page from `origin` may read the feed, and the CORS header to send, given
+    `Settings.origins()` (read once by the endpoint). A page from the very host it asks
+    (one proxy in front of publisher and hubs) is the hub's own origin, so no list needs
+    to name it."""
     if origin is None:
         return True, None  # not a browser page: no CORS involved
     if origins is None:

@@ -164,7 +164,7 @@ class WebSocketEndpoint:
                     retry_after=1,
                 )
             allowed, _ = sse.allowed_origin(
-                request.headers.get("Origin"), self.settings, request.headers.get("Host")
+                request.headers.get("Origin"), self.origins, request.headers.get("Host")
             )
             if not allowed:  # cross-site WebSocket hijacking: the page's origin is not ours
                 return _response(
@@ -182,15 +182,13 @@ class WebSocketEndpoint:
             response = conn.ws.reject(HTTPStatus.TOO_MANY_REQUESTS, reason + "\n")
             response.headers["Retry-After"] = "1"
             return response
-        _, cors = sse.allowed_origin(request.headers.get("Origin"), self.settings)
+        _, cors = sse.allowed_origin(request.headers.get("Origin"), self.origins)
         conn.refuse(sse.error_response(HTTPStatus.TOO_MANY_REQUESTS, reason, cors, retry_after=1))
         return None
 
     def _open_stream(self, conn: Connection, query: str, request: Request) -> None:
         headers = request.headers
-        allowed, cors = sse.allowed_origin(
-            headers.get("Origin"), self.settings, headers.get("Host")
-        )
+        allowed, cors = sse.allowed_origin(headers.get("Origin"), self.origins, headers.get("Host"))
         if not allowed:
             refusal = "pages from this origin may not read the ticker"
             conn.refuse(sse.error_response(HTTPStatus.FORBIDDEN, refusal, None))
