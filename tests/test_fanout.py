@@ -284,12 +284,49 @@ async def test_joins_and_leaves_during_a_chunked_write_get_nothing_twice_and_not
     second = make_event(2, make_item(2))
     fanout.apply(second)
     await settle()
-    for reader in readers[:4]:
+    for reader in readers[:2]:  # reached before the second event came: it follows alone
         assert reader.received[1:] == [b"F" + first.payload, b"F" + second.payload], reader
+    for reader in readers[2:4]:  # not yet reached: both events in one frame
+        assert reader.received[1:] == [b"F" + protocol.batch([first.payload, second.payload])]
     assert gone.received[1:] == []
     for late in (back, newcomer):
         assert json.loads(late.received[-2][1:])["cursor"] == "e1:1"
         assert late.received[-1] == b"F" + second.payload
+
+
+async def test_a_burst_rides_along_with_the_frame_being_written() -> None:
+    fanout = fanout_with(fanout_chunk=2, coalesce_ms=0.0)
+    readers = [FakeSubscriber(str(n)) for n in range(8)]
+    for reader in readers:
+        fanout.join(reader, EN, None, PLAIN)
+    events = [make_event(n, make_item(n)) for n in range(1, 5)]
+    fanout.apply(events[0])
+    fanout.flush()  # readers 0 and 1 have the first event
+    for event in events[1:]:
+        fanout.apply(event)
+    await settle()
+    rest = b"F" + protocol.batch([e.payload for e in events[1:]])
+    for reader in readers[:2]:
+        assert reader.received[1:] == [b"F" + events[0].payload, rest]
+    for reader in readers[2:]:
+        assert reader.received[1:] == [b"F" + protocol.batch([e.payload for e in events])]
+
+
+async def test_events_after_a_heartbeat_never_join_the_frame_before_it() -> None:
+    fanout = fanout_with(fanout_chunk=2, coalesce_ms=0.0)
+    readers = [FakeSubscriber(str(n)) for n in range(8)]
+    for reader in readers:
+        fanout.join(reader, EN, None, PLAIN)
+    first, second = make_event(1, make_item(1)), make_event(2, make_item(2))
+    fanout.apply(first)
+    fanout.flush()
+    fanout.heartbeat()  # carries cursor e1:1: nothing newer may arrive before it
+    fanout.apply(second)
+    await settle()
+    for reader in readers:
+        kinds = [json.loads(frame[1:])["type"] for frame in reader.received[1:]]
+        assert kinds == ["event", "heartbeat", "event"], reader
+        assert reader.received[-1] == b"F" + second.payload
 
 
 async def test_a_join_with_pending_events_sends_them_to_the_members_before_it() -> None:

@@ -10,8 +10,9 @@ heard from. A transport (`ticker/transports/`) provides subscribers and a `WireF
 
 Writes go through one outbox, in order, at most `fanout_chunk` writes at a time: a group of
 10,000 readers never holds up handshakes, pings or HTTP requests on the same event loop
-for longer than one chunk. Events that arrive while the outbox drains leave together in
-the next frame, so a burst costs few writes per reader.
+for longer than one chunk. Events that arrive while their group's frame is still being
+written ride along in that frame to the members it has not reached yet, and the members it
+has reached get them together in one more frame: a burst costs about one write per reader.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class Group:
     # builds each one once: valid while the edition stays at `greetings_at`.
     greetings_at: Cursor | None = None
     greetings: dict[Cursor | None, bytes] = field(default_factory=dict)
+    # The group's newest delivery of events, while nothing was queued for it after: events
+    # that arrive before it reaches every member may still join it.
+    tail: _Delivery | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +93,7 @@ class _Delivery:
     sends: list[Callable[[bytes], None]]
     leaves: int  # group.leaves when the members were taken
     joins: int  # the join counter then: a reader that joined later already has these events
+    payloads: list[bytes] | None = None  # the events in `frame`; None for other messages
     done: int = 0
 
 
@@ -137,7 +142,7 @@ class FanOut:
         self.metrics.resets += 1
         for group in self.by_edition[state.edition]:
             group.pending.clear()
-            self._deliver(group, self._greeting(group, RESET))
+            self._deliver(group, self._greeting(group, RESET), None)
         self._pump()
 
     def apply(self, event: Event) -> None:
@@ -176,7 +181,7 @@ class FanOut:
             self.by_edition[subscription.edition].append(group)
         elif group.pending:
             # Those events are in the greeting: they go to the members there are now.
-            self._deliver(group, group.wire.frame(group.pending))
+            self._deliver(group, group.wire.frame(group.pending), group.pending)
             group.pending = []
         subscriber.send(self._greeting(group, since))
         self._joins += 1
@@ -280,16 +285,60 @@ class FanOut:
         dirty, self._dirty = self._dirty, []
         for group in dirty:
             if group.pending:
-                self._deliver(group, group.wire.frame(group.pending))
+                self._deliver(group, group.wire.frame(group.pending), group.pending)
                 group.pending = []
 
-    def _deliver(self, group: Group, frame: bytes) -> None:
+    def _deliver(self, group: Group, frame: bytes, payloads: list[bytes] | None) -> None:
+        """Queue `frame` for the group's members; `payloads` are its events, if it holds
+        events (a heartbeat, probe or reset ends what later events may join)."""
         members = group.members
-        self._outbox.append(
-            _Delivery(
-                group, frame, list(members), list(members.values()), group.leaves, self._joins
-            )
+        delivery = _Delivery(
+            group,
+            frame,
+            list(members),
+            list(members.values()),
+            group.leaves,
+            self._joins,
+            payloads,
         )
+        self._outbox.append(delivery)
+        group.tail = delivery if payloads is not None else None
+
+    def _merge_into_flight(self) -> None:
+        """Pending events of a group whose last frame is less than half written join that
+        frame for the members it has yet to reach; every other member gets them in one
+        frame of their own, queued behind it. No member gets an event twice or out of
+        order: the frame they join was the last thing queued for them."""
+        waiting: list[Group] = []
+        for group in self._dirty:
+            pending = group.pending
+            if not pending:
+                continue
+            tail = group.tail
+            if tail is None or tail.payloads is None or tail.done * 2 >= len(tail.sends):
+                waiting.append(group)
+                continue
+            group.pending = []
+            tail.payloads = [*tail.payloads, *pending]
+            tail.frame = group.wire.frame(tail.payloads)
+            ahead = set(tail.members[tail.done :])
+            if group.leaves != tail.leaves:  # as `_write_chunk` will: only those still there
+                joins = tail.joins
+                ahead = {m for m in ahead if m.group is group and m.joined <= joins}
+            others = [(m, send) for m, send in group.members.items() if m not in ahead]
+            if others:
+                self._outbox.append(
+                    _Delivery(
+                        group,
+                        group.wire.frame(pending),
+                        [m for m, _ in others],
+                        [send for _, send in others],
+                        group.leaves,
+                        self._joins,
+                        pending,
+                    )
+                )
+        self._dirty = waiting
 
     def _pump(self) -> None:
         """Start writing the outbox now, unless a chunk is already due: then the new
@@ -300,6 +349,8 @@ class FanOut:
     def _pump_next(self) -> None:
         """Write one chunk, then let the event loop run other work before the next."""
         self._pump_handle = None
+        if self._dirty and self._outbox:
+            self._merge_into_flight()
         self._write_chunk()
         if self._outbox:
             self._pump_handle = self.loop.call_soon(self._pump_next)
@@ -335,6 +386,8 @@ class FanOut:
             if end == len(delivery.sends):
                 outbox.popleft()
                 metrics.frames += 1
+                if group.tail is delivery:
+                    group.tail = None
             if self._overflowing:  # filled by the transports during the writes
                 overflowing, self._overflowing = self._overflowing, []
                 for subscriber in overflowing:
@@ -368,7 +421,7 @@ class FanOut:
             if frame is None:
                 cursor = self.logs[edition].cursor
                 frame = frames[key] = group.wire.frame([protocol.heartbeat_message(cursor)])
-            self._deliver(group, frame)
+            self._deliver(group, frame, None)
         self._pump()
 
     def probe(self) -> float:
@@ -376,7 +429,7 @@ class FanOut:
         sent = self.loop.time()
         for group in list(self.groups.values()):
             if group.wire.ping is not None:
-                self._deliver(group, group.wire.ping)
+                self._deliver(group, group.wire.ping, None)
         self._pump()
         return sent
 
