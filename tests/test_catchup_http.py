@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stack import Client, Stack
@@ -94,3 +96,25 @@ async def test_bad_parameters_are_a_400_with_the_reason(stack, params, reason):
 async def test_a_repeated_parameter_is_a_400(stack):
     answer = await stack.http.get("/api/events?edition=en&edition=ar")
     assert answer.status_code == 400 and "once" in answer.json()["message"]
+
+
+async def test_a_change_saved_elsewhere_ends_the_304s_within_the_cursor_cache(stack):
+    from ticker import items
+    from ticker.brokers.base import Change
+    from ticker.cursor_cache import TTL_SECONDS
+
+    tag = (await stack.http.get("/api/events", params={"edition": "es"})).headers["etag"]
+    # Another publisher process saves a change: this one has not seen it.
+    item = items.create(
+        {"edition": "es", "headline": "Última hora"},
+        editor="desk",
+        vocabulary=stack.settings.vocabulary,
+        limits=stack.settings.limits,
+    )
+    await stack.broker.publish(Change("posted", item))
+    await asyncio.sleep(TTL_SECONDS * 1.5)
+    changed = await stack.http.get(
+        "/api/events", params={"edition": "es"}, headers={"If-None-Match": tag}
+    )
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert changed.json()["messages"][0]["items"][0]["id"] == item.id

@@ -36,6 +36,7 @@ from .brokers.base import (
     VersionConflict,
 )
 from .config import RTL_EDITIONS, Settings
+from .cursor_cache import CursorCache
 from .events import Cursor
 from .expiry import expiry_sweeper
 from .items import Item, ItemError
@@ -208,6 +209,7 @@ class _Api:
         self.limits = settings.limits
         self._openapi: dict[str, Any] | None = None
         self.freshness = feeds.Freshness()
+        self.cursors = CursorCache(broker)  # what conditional GETs compare against
 
     # --- public ---------------------------------------------------------------------------
 
@@ -307,7 +309,7 @@ class _Api:
             raise ApiError(400, "invalid_parameter", exc.reason) from None
         limit = _limit(params.get("limit"))
         edition = subscription.edition
-        tag = catchup.etag(await _call(self.broker.cursor(edition)))
+        tag = catchup.etag(await _call(self.cursors.get(edition)))
         headers = {"ETag": tag, "Cache-Control": "public, no-cache"}
         if feeds.not_modified(request.headers, tag, None):  # the feeds' own If-None-Match rules
             return _public(Response(status_code=304, headers=headers))
@@ -424,7 +426,7 @@ class _Api:
             )
 
         # A reader that has the current feed needs only the cursor: one cheap read.
-        answer = ask(await _call(self.broker.cursor(query.edition)), None)
+        answer = ask(await _call(self.cursors.get(query.edition)), None)
         if answer is None:
             answer = ask(*await _call(self.broker.live(query.edition)))
         assert answer is not None
@@ -477,6 +479,7 @@ class _Api:
         )
         try:
             published = await _call(self.broker.publish(change))
+            self.cursors.forget(item.edition)
         except IdempotencyMismatch:
             raise ApiError(
                 422,
@@ -544,9 +547,12 @@ class _Api:
         for _ in range(CORRECTION_RETRIES if retry else 1):
             change = make(await self._live_item(item_id))
             try:
-                return (await _call(self.broker.publish(change))).item
+                published = await _call(self.broker.publish(change))
             except VersionConflict as exc:
                 conflict = exc
+                continue
+            self.cursors.forget(published.item.edition)
+            return published.item
         raise ApiError(
             409,
             "conflict",
