@@ -733,21 +733,21 @@ class Bench:
         self.profiler = None
 
     async def measure_streams(self) -> dict[str, Any]:
-        """N Server-Sent Events readers (edition ar) beside N/2 WebSocket readers (edition
-        en) on the same hub: memory per stream, then interleaved rounds of lone items to
-        each, so the two paths' CPU per delivery compare in the same minutes; then a burst
-        of 20 to the streams."""
+        """Server-Sent Events readers (edition ar) beside WebSocket readers (edition en) on
+        the same hub. First N/2 of each: memory per stream, then interleaved rounds of lone
+        items to each, so the two paths' CPU per delivery compare in the same minutes and
+        over groups of the same size. Then N/2 more streams, and a burst of 20 to all N."""
         assert self.pool is not None
-        peers = max(self.n // 2, 1)
+        half = max(self.n // 2, 1)
         before = rss_kb(self.hub.pid)
         connect = await self.connect(
-            "sse", self.hub_port, STREAM_POOL, path="/sse?edition=ar", stream=True
+            "sse", self.hub_port, STREAM_POOL, path="/sse?edition=ar", stream=True, readers=half
         )
         if connect["failed"]:
             raise BenchError(f"{connect['failed']} stream readers could not connect")
         await asyncio.sleep(self.options.settle_seconds)
         after = rss_kb(self.hub.pid)
-        peer = await self.connect("ws", self.hub_port, PEER_POOL, readers=peers)
+        peer = await self.connect("ws", self.hub_port, PEER_POOL, readers=half)
         if peer["failed"]:
             raise BenchError(f"{peer['failed']} WebSocket readers could not connect")
         rounds: dict[str, list[dict[str, Any]]] = {"ws": [], "sse": []}
@@ -756,10 +756,11 @@ class Bench:
                 rounds[target].append(await self._edition_round(target, edition))
         out: dict[str, Any] = {
             "readers": self.n,
-            "websocket_readers": peers,
+            "compared_readers": half,
+            "websocket_readers": half,
             "rss_before_kb": before,
             "rss_after_kb": after,
-            "kb_per_stream": round((after - before) / self.n, 2),
+            "kb_per_stream": round((after - before) / half, 2),
             "connect": connect,
         }
         for target, done in rounds.items():
@@ -767,8 +768,18 @@ class Bench:
             stats = await self.stats(target, seqs, latencies=True)
             out[target] = {**_cpu_summary(done), **_latency_summary(stats["seqs"])}
             out[target]["received"] = sum(e["count"] for e in stats["seqs"].values())
-            out[target]["expected"] = len(seqs) * (self.n if target == "sse" else peers)
+            out[target]["expected"] = len(seqs) * half
         out["ratio"] = round(out["sse"]["us_per_delivery"] / out["ws"]["us_per_delivery"], 3)
+        more = await self.connect(
+            "sse",
+            self.hub_port,
+            STREAM_POOL,
+            path="/sse?edition=ar",
+            stream=True,
+            readers=self.n - half,
+        )
+        if more["failed"]:
+            raise BenchError(f"{more['failed']} stream readers could not connect")
         out["burst"] = await self._stream_burst()
         out["health"] = await self.pool.health("sse")
         return out
