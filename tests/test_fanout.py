@@ -312,6 +312,31 @@ async def test_a_burst_rides_along_with_the_frame_being_written() -> None:
         assert reader.received[1:] == [b"F" + protocol.batch([e.payload for e in events])]
 
 
+async def test_each_member_misses_only_what_joined_after_it_was_written() -> None:
+    fanout = fanout_with(fanout_chunk=2, coalesce_ms=0.0)
+    readers = [FakeSubscriber(str(n)) for n in range(8)]
+    for reader in readers:
+        fanout.join(reader, EN, None, PLAIN)
+    e1, e2, e3 = (make_event(n, make_item(n)) for n in (1, 2, 3))
+    fanout.apply(e1)
+    fanout.flush()  # readers 0-1 have e1
+    fanout.apply(e2)
+    await asyncio.sleep(0)  # e2 joins the frame: readers 2-3 get e1+e2
+    fanout.apply(e3)
+    await asyncio.sleep(0)  # e3 joins too: readers 4-5 get e1+e2+e3
+    await settle()
+
+    def frame(*events: Event) -> bytes:
+        return b"F" + protocol.batch([e.payload for e in events])
+
+    for reader in readers[:2]:
+        assert reader.received[1:] == [frame(e1), frame(e2, e3)], reader
+    for reader in readers[2:4]:
+        assert reader.received[1:] == [frame(e1, e2), frame(e3)], reader
+    for reader in readers[4:]:
+        assert reader.received[1:] == [frame(e1, e2, e3)], reader
+
+
 async def test_events_after_a_heartbeat_never_join_the_frame_before_it() -> None:
     fanout = fanout_with(fanout_chunk=2, coalesce_ms=0.0)
     readers = [FakeSubscriber(str(n)) for n in range(8)]

@@ -95,6 +95,9 @@ class _Delivery:
     joins: int  # the join counter then: a reader that joined later already has these events
     payloads: list[bytes] | None = None  # the events in `frame`; None for other messages
     done: int = 0
+    # Each time events joined `frame` after it had been written to some members or others
+    # had joined the group: (members written then, events before then, join counter then).
+    marks: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class FanOut:
@@ -291,6 +294,8 @@ class FanOut:
     def _deliver(self, group: Group, frame: bytes, payloads: list[bytes] | None) -> None:
         """Queue `frame` for the group's members; `payloads` are its events, if it holds
         events (a heartbeat, probe or reset ends what later events may join)."""
+        if group.tail is not None and group.tail.marks:
+            self._catch_up(group.tail)  # what its merges owe goes out before anything new
         members = group.members
         delivery = _Delivery(
             group,
@@ -305,40 +310,60 @@ class FanOut:
         group.tail = delivery if payloads is not None else None
 
     def _merge_into_flight(self) -> None:
-        """Pending events of a group whose last frame is less than half written join that
-        frame for the members it has yet to reach; every other member gets them in one
-        frame of their own, queued behind it. No member gets an event twice or out of
-        order: the frame they join was the last thing queued for them."""
+        """Pending events of a group whose last frame is still being written join that
+        frame, for the members it has yet to reach. Which members it had reached is noted,
+        and when the frame is done (or anything else is queued for the group) those get
+        what they missed in one more frame each: at most two frames per member for the
+        whole burst, and none out of order, since the frame they join was the last thing
+        queued for them."""
         waiting: list[Group] = []
         for group in self._dirty:
             pending = group.pending
             if not pending:
                 continue
             tail = group.tail
-            if tail is None or tail.payloads is None or tail.done * 2 >= len(tail.sends):
+            if tail is None or tail.payloads is None:
                 waiting.append(group)
                 continue
             group.pending = []
+            if tail.done or self._joins != tail.joins:
+                tail.marks.append((tail.done, len(tail.payloads), self._joins))
             tail.payloads = [*tail.payloads, *pending]
             tail.frame = group.wire.frame(tail.payloads)
-            ahead = set(tail.members[tail.done :])
-            if group.leaves != tail.leaves:  # as `_write_chunk` will: only those still there
-                joins = tail.joins
-                ahead = {m for m in ahead if m.group is group and m.joined <= joins}
-            others = [(m, send) for m, send in group.members.items() if m not in ahead]
-            if others:
-                self._outbox.append(
-                    _Delivery(
-                        group,
-                        group.wire.frame(pending),
-                        [m for m, _ in others],
-                        [send for _, send in others],
-                        group.leaves,
-                        self._joins,
-                        pending,
-                    )
-                )
         self._dirty = waiting
+
+    def _catch_up(self, tail: _Delivery) -> None:
+        """Queue, for the members `tail` reached before events joined it and for those that
+        joined the group meanwhile, the events each of them missed: one frame per point
+        they missed from, built once, in the order of the merges."""
+        marks, tail.marks = tail.marks, []
+        group, payloads = tail.group, tail.payloads
+        assert payloads is not None
+        members = group.members
+        missed: dict[int, list[Subscriber]] = {}
+        mark = 0
+        for index in range(min(marks[-1][0], tail.done)):
+            while marks[mark][0] <= index:  # the first merge made after it was written
+                mark += 1
+            member = tail.members[index]
+            if member.group is group and member.joined <= tail.joins:
+                missed.setdefault(marks[mark][1], []).append(member)
+        for member in members:  # joined after `tail` was queued: missed what merged since
+            if member.joined > tail.joins:
+                since = next((n for _, n, joins in marks if joins >= member.joined), None)
+                if since is not None:
+                    missed.setdefault(since, []).append(member)
+        for since, readers in sorted(missed.items()):
+            self._outbox.append(
+                _Delivery(
+                    group,
+                    group.wire.frame(payloads[since:]),
+                    readers,
+                    [members[reader] for reader in readers],
+                    group.leaves,
+                    self._joins,
+                )
+            )
 
     def _pump(self) -> None:
         """Start writing the outbox now, unless a chunk is already due: then the new
@@ -388,6 +413,8 @@ class FanOut:
                 metrics.frames += 1
                 if group.tail is delivery:
                     group.tail = None
+                    if delivery.marks:
+                        self._catch_up(delivery)
             if self._overflowing:  # filled by the transports during the writes
                 overflowing, self._overflowing = self._overflowing, []
                 for subscriber in overflowing:
