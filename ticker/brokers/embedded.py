@@ -558,6 +558,7 @@ class _EmbeddedTokens(TokenStore):
             ).fetchone()
             if row is not None and not row[1]:
                 raise BrokerError(f"a token named {name!r} exists already")
+            self._fresh(db, digest)
             if row is not None:  # a revoked name given again: its old secret stays revoked
                 self._retire(db, name, row[0])
                 db.execute("DELETE FROM tokens WHERE name = ?", (name,))
@@ -569,6 +570,11 @@ class _EmbeddedTokens(TokenStore):
             except sqlite3.IntegrityError:
                 raise BrokerError("this token secret is in use already") from None
             _append(db, audit or trail.for_token("token.created", name))
+
+    def _fresh(self, db: sqlite3.Connection, digest: str) -> None:
+        """A secret is never given twice, not even one that was revoked."""
+        if db.execute("SELECT 1 FROM retired_tokens WHERE digest = ?", (digest,)).fetchone():
+            raise BrokerError("this token secret is in use already")
 
     def _retire(self, db: sqlite3.Connection, name: str, digest: str) -> None:
         db.execute("INSERT OR REPLACE INTO retired_tokens VALUES (?, ?)", (digest, name))
@@ -612,6 +618,7 @@ class _EmbeddedTokens(TokenStore):
             ).fetchone()
             if row is None:
                 return False
+            self._fresh(db, digest)
             self._retire(db, name, row[0])
             try:
                 db.execute("UPDATE tokens SET digest = ? WHERE name = ?", (digest, name))

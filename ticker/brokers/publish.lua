@@ -28,6 +28,10 @@ end
 if not whole(audit_minid, 0) then
   return redis.error_reply('ERR audit MINID must be a whole number of milliseconds')
 end
+local unready = audit_ready(audit)
+if unready then
+  return unready
+end
 if idem and not (whole(ttl, 1) and whole(version, 1)) then
   return redis.error_reply('ERR idempotency ttl and item version must be whole numbers')
 end

@@ -335,7 +335,7 @@ class RedisBroker(Broker):
         if "UNKNOWN COMMAND" in upper:
             return (
                 f"{where} does not know a command ticker needs ({text}): it is too old or "
-                "the command is disabled; ticker needs Redis 5 or newer (7 recommended)"
+                "the command is disabled; ticker needs Redis 6.2 or newer (7 recommended)"
             )
         if isinstance(exc, ResponseError):
             return f"{where} refuses ticker: {text}"

@@ -5,6 +5,10 @@
 -- A revoked token keeps its record and its digest, so its holder hears "revoked"; a
 -- rotated-out digest still leads to the name, and no longer matches the record's digest.
 local op, name, entry, minid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local unready = audit_ready(KEYS[3])
+if unready then
+  return unready
+end
 local stored = redis.call('HGET', KEYS[1], name)
 if not stored then
   return 0
