@@ -451,7 +451,7 @@ class RedisBroker(Broker):
         loop = asyncio.get_running_loop()
         if loop.time() - self._pruned > _PRUNE_EVERY:  # idle editions' trails, too
             self._pruned = loop.time()
-            await self.audit.prune(now)
+            await self.audit.prune(datetime.now(UTC))  # by the clock, not `now`
         found: list[tuple[float, Item]] = []
         with self._reachable():
             for keys in self._keys.values():
