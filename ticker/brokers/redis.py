@@ -718,6 +718,11 @@ class RedisBroker(Broker):
     def tokens(self) -> TokenStore:
         return _RedisTokens(self)
 
+    @property
+    def client(self) -> Any:
+        """The Redis client, for stores kept beside the broker's keys (webhooks)."""
+        return self._redis
+
 
 class _RedisTokens(TokenStore):
     """Tokens share a hash tag of their own, so both hashes change in one script."""
