@@ -126,16 +126,17 @@ async def test_filters_and_formats(stack, receiver):
     await stack.post(headline="routine", urgency=3, regions=["MENA"])
     flash = await stack.post(headline="flash", urgency=1, regions=["MENA"])
     await stack.post(headline="flash elsewhere", urgency=1, regions=["Asia"])
-    sports = await stack.post(headline="goal", categories=["Sports"])
+    sports = await stack.post(headline="goal", categories=["Sports"], expires_in=1)
     await stack.withdraw(flash["id"])
     await receiver.wait_for(2, "/flash")
-    await receiver.wait_for(1, "/sports")
+    await receiver.wait_for(2, "/sports", timeout=15)
     ninjs = receiver.messages("/flash")
     assert [n["headlines"][0]["value"] for n in ninjs] == ["flash", "flash"]
     assert [n["pubstatus"] for n in ninjs] == ["usable", "canceled"]
-    assert [m["item"]["id"] for m in receiver.messages("/sports")] == [sports["id"]]
+    got = [(m["kind"], m["item"]["id"]) for m in receiver.messages("/sports")]
+    assert got == [("posted", sports["id"]), ("expired", sports["id"])]
     await asyncio.sleep(0.3)
-    assert len(receiver.messages("/sports")) == 1 and len(receiver.messages("/flash")) == 2
+    assert len(receiver.messages("/sports")) == 2 and len(receiver.messages("/flash")) == 2
 
 
 async def test_the_api(stack, receiver):
@@ -274,4 +275,72 @@ async def test_a_name_that_resolves_to_loopback_is_refused_at_delivery(tmp_path,
             log = got.json()["deliveries"]
             await asyncio.sleep(0.05)
         assert log[0]["outcome"] == "refused" and "loopback" in log[0]["error"]
+        assert receiver.requests == []
+
+
+async def test_a_gap_in_the_log_is_a_reset_notice_then_the_retained_events(store_url, tmp_path):
+    """The worker was away while more happened than the history keeps: the webhook hears a
+    `reset` notice, then the events still in the log, in order."""
+    from ticker import config
+    from ticker.brokers import make_broker
+    from ticker.brokers.base import Change
+    from ticker.items import create
+    from ticker.webhooks.api import start_queueing
+    from ticker.webhooks.rules import Filters, Webhook, new_secret
+    from ticker.webhooks.store import webhook_store
+    from ticker.webhooks.worker import Dispatcher, worker_settings
+
+    settings = config.from_env(
+        {},
+        db_path=tmp_path / "t.db",
+        redis_url=store_url,
+        history=3,
+        **FAST,
+    )
+    broker = make_broker(settings)
+    await broker.start()
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        store = webhook_store(broker)
+        secret = new_secret()
+        receiver.secrets["/hook"] = secret
+        hook = Webhook(
+            "wh_gapgapgapgapgapg", receiver.url(), Filters("en"), "event", secret, "t", "desk"
+        )
+        await store.create(hook)
+        await start_queueing(store, broker, "en")
+        for n in range(6):
+            item = create(
+                {"edition": "en", "headline": f"n{n}"},
+                editor="desk",
+                vocabulary=settings.vocabulary,
+                limits=settings.limits,
+            )
+            await broker.publish(Change("posted", item))
+        dispatcher = Dispatcher(broker, store, worker_settings(settings), ("en",))
+        dispatcher.start()
+        try:
+            await receiver.wait_for(4)
+        finally:
+            await dispatcher.stop()
+        got = receiver.messages()
+        assert got[0]["type"] == "reset" and got[0]["edition"] == "en"
+        assert got[0]["reason"] == "history trimmed"
+        assert [m["item"]["headline"] for m in got[1:]] == ["n3", "n4", "n5"]
+        assert receiver.bad_signatures == 0
+    finally:
+        await receiver.close()
+        await broker.close()
+
+
+async def test_with_delivery_off_nothing_is_queued_or_sent(tmp_path, receiver):
+    async with Stack(tmp_path, None, **{**FAST, "webhook_delivery": False}) as stack:
+        webhook_id = (await register(stack, receiver))["id"]
+        await stack.post(headline="not sent")
+        tested = await stack.http.post(f"/api/webhooks/{webhook_id}/test", headers=stack.auth)
+        assert tested.status_code == 503
+        await asyncio.sleep(0.5)
+        shown = await stack.http.get(f"/api/webhooks/{webhook_id}", headers=stack.auth)
+        assert shown.json()["queued"] == 0
         assert receiver.requests == []
