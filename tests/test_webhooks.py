@@ -174,6 +174,48 @@ async def test_the_api(stack, receiver):
         assert response.json()["error"] == "not_found"
 
 
+async def test_redirects_are_not_followed_and_a_silent_receiver_times_out(stack, receiver):
+    actions = ["redirect", "hang"]
+    receiver.plan = lambda n: actions[n]
+    webhook_id = (await register(stack, receiver))["id"]
+    test = f"/api/webhooks/{webhook_id}/test"
+    redirected = (await stack.http.post(test, headers=stack.auth)).json()
+    assert (redirected["outcome"], redirected["status"]) == ("failed", 302)
+    assert redirected["error"] == "HTTP 302"
+    started = time.monotonic()
+    silent = (await stack.http.post(test, headers=stack.auth)).json()
+    assert time.monotonic() - started < 3
+    assert (silent["outcome"], silent["status"]) == ("failed", None)
+    assert silent["error"] == "no answer within 1 s"
+    assert [r.path for r in receiver.requests] == ["/hook", "/hook"]  # never /elsewhere
+
+
+async def test_a_message_past_the_horizon_is_given_up_and_the_next_is_sent(
+    store_url, tmp_path, receiver
+):
+    failing = True
+    receiver.plan = lambda n: "500" if failing else "ok"
+    settings = {**FAST, "webhook_retry_horizon": 0.5, "webhook_disable_after": 1000}
+    async with Stack(tmp_path, store_url, **settings) as stack:
+        webhook_id = (await register(stack, receiver))["id"]
+        late = await stack.post(headline="never delivered")
+        url = f"/api/webhooks/{webhook_id}/deliveries"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            log = (await stack.http.get(url, headers=stack.auth)).json()["deliveries"]
+            if log and log[0]["outcome"] == "given_up":
+                break
+            await asyncio.sleep(0.05)
+        assert log[0]["outcome"] == "given_up" and "horizon" in log[0]["error"]
+        failing = False
+        sent = await stack.post(headline="delivered")
+        await receiver.wait_for(1)
+        assert [m["item"]["id"] for m in receiver.messages()] == [sent["id"]]
+        assert late["id"] not in {m["item"]["id"] for m in receiver.messages()}
+        metrics = (await stack.http.get("/metrics")).text
+        assert 'ticker_webhook_deliveries_total{result="given_up"}' in metrics
+
+
 async def test_admins_only(stack, receiver):
     for method, url in (
         ("GET", "/api/webhooks"),

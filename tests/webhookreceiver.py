@@ -16,7 +16,8 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-# What to do with the n-th request (counted from 0): "ok", "slow", "500", "drop".
+# What to do with the n-th request (counted from 0): "ok", "slow", "500", "drop" (close
+# without an answer), "hang" (no answer for 5 s), "redirect" (302 to /elsewhere).
 Plan = Callable[[int], str]
 
 
@@ -101,6 +102,15 @@ class Receiver:
                 return
             if action == "slow":
                 await asyncio.sleep(self.slow_seconds)
+            if action == "hang":
+                await asyncio.sleep(5)
+                return
+            if action == "redirect":
+                writer.write(
+                    b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+                )
+                await writer.drain()
+                return
             if not verified:
                 status = 400
             elif action == "500":
