@@ -4,6 +4,8 @@ receiver that verifies every signature with `standardwebhooks`, on both stores."
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 
 import pytest
@@ -139,7 +141,16 @@ async def test_filters_and_formats(stack, receiver):
     assert len(receiver.messages("/sports")) == 2 and len(receiver.messages("/flash")) == 2
 
 
-async def test_the_api(stack, receiver):
+def audited(caplog) -> list[dict]:
+    return [
+        json.loads(r.getMessage().removeprefix("audit "))
+        for r in caplog.records
+        if r.name == "ticker.audit"
+    ]
+
+
+async def test_the_api(stack, receiver, caplog):
+    caplog.set_level(logging.INFO, "ticker.audit")
     created = await register(stack, receiver, description="partner A")
     webhook_id = created["id"]
     assert created["secret"].startswith("whsec_")
@@ -172,6 +183,11 @@ async def test_the_api(stack, receiver):
         response = await stack.http.request(method, url, headers=stack.auth)
         assert response.status_code == 404, (method, url)
         assert response.json()["error"] == "not_found"
+    assert [(a["actor"], a["action"], a["webhook"]) for a in audited(caplog)] == [
+        ("desk", "webhook.create", webhook_id),
+        ("desk", "webhook.test", webhook_id),
+        ("desk", "webhook.delete", webhook_id),
+    ]
 
 
 async def test_redirects_are_not_followed_and_a_silent_receiver_times_out(stack, receiver):
@@ -263,7 +279,8 @@ async def test_bad_bodies_are_4xx(stack):
     assert response.status_code == 400 and "\\ud800" in response.json()["fields"]
 
 
-async def test_auto_disable_and_re_enable(store_url, tmp_path, receiver):
+async def test_auto_disable_and_re_enable(store_url, tmp_path, receiver, caplog):
+    caplog.set_level(logging.INFO, "ticker.audit")
     failing = True
     receiver.plan = lambda n: "500" if failing else "ok"
     async with Stack(tmp_path, store_url, webhook_disable_after=4, **FAST) as stack:
@@ -294,6 +311,12 @@ async def test_auto_disable_and_re_enable(store_url, tmp_path, receiver):
         assert enabled.json()["enabled"] is True and enabled.json()["disabled_reason"] is None
         await receiver.wait_for(2)
         assert [m["item"]["headline"] for m in receiver.messages()] == ["one", "two"]
+        actions = [(a["actor"], a["action"]) for a in audited(caplog)]
+        assert actions == [
+            ("desk", "webhook.create"),
+            ("system", "webhook.auto_disable"),
+            ("desk", "webhook.enable"),
+        ]
         metrics = (await stack.http.get("/metrics")).text
         assert 'ticker_webhook_deliveries_total{result="delivered"}' in metrics
         assert "ticker_webhook_retries_total" in metrics
