@@ -405,7 +405,9 @@ if head and string.sub(head, 1, #ARGV[1] + 1) == ARGV[1] .. '\\n' then
   redis.call('LPOP', KEYS[1])
   redis.call('DEL', KEYS[2])
 end
-if ARGV[2] == '1' then redis.call('HSET', KEYS[3], 'failures', 0) end
+if ARGV[2] == '1' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then
+  redis.call('HSET', KEYS[3], 'failures', 0)
+end
 return 1
 """
 
@@ -587,9 +589,10 @@ class RedisWebhookStore(WebhookStore):
             self._key("queue", webhook_id),
             self._key("head", webhook_id),
             self._key("state", webhook_id),
+            self._key("hooks"),
         ]
         with self._errors():
-            await self._done(keys=keys, args=[msg_id, "1" if delivered else "0"])
+            await self._done(keys=keys, args=[msg_id, "1" if delivered else "0", webhook_id])
 
     async def failed(self, webhook_id: str, msg_id: str, next_at: float) -> int:
         keys = [
