@@ -15,12 +15,14 @@ from ticker.webhooks.store import Attempt, WebhookStore, webhook_store
 EDITIONS = ("en", "ar", "es")
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "cluster"])
 async def broker(request, tmp_path):
     if request.param == "embedded":
         made: Broker = EmbeddedBroker(tmp_path / "ticker.db", editions=EDITIONS)
-    else:
+    elif request.param == "redis":
         made = RedisBroker(request.getfixturevalue("redis_url"), editions=EDITIONS)
+    else:
+        made = RedisBroker(request.getfixturevalue("redis_cluster_url"), editions=EDITIONS)
     await made.start()
     try:
         yield made
