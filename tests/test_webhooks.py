@@ -374,7 +374,7 @@ async def test_a_gap_in_the_log_is_a_reset_notice_then_the_retained_events(store
             "wh_gapgapgapgapgapg", receiver.url(), Filters("en"), "event", secret, "t", "desk"
         )
         await store.create(hook)
-        await start_queueing(store, broker, "en")
+        await start_queueing(store, broker, hook)
         for n in range(6):
             item = create(
                 {"edition": "en", "headline": f"n{n}"},
@@ -394,6 +394,63 @@ async def test_a_gap_in_the_log_is_a_reset_notice_then_the_retained_events(store
         assert got[0]["reason"] == "history trimmed"
         assert [m["item"]["headline"] for m in got[1:]] == ["n3", "n4", "n5"]
         assert receiver.bad_signatures == 0
+    finally:
+        await receiver.close()
+        await broker.close()
+
+
+async def test_a_new_webhook_hears_nothing_older_than_itself(store_url, tmp_path):
+    """Even when no worker followed the log since an earlier webhook was deleted."""
+    from ticker import config
+    from ticker.brokers import make_broker
+    from ticker.brokers.base import Change
+    from ticker.items import create
+    from ticker.webhooks.api import start_queueing
+    from ticker.webhooks.rules import Filters, Webhook, new_secret
+    from ticker.webhooks.store import webhook_store
+    from ticker.webhooks.worker import Dispatcher, worker_settings
+
+    settings = config.from_env({}, db_path=tmp_path / "t.db", redis_url=store_url, **FAST)
+    broker = make_broker(settings)
+    await broker.start()
+    receiver = Receiver()
+    await receiver.start()
+
+    async def publish(headline):
+        item = create(
+            {"edition": "en", "headline": headline},
+            editor="desk",
+            vocabulary=settings.vocabulary,
+            limits=settings.limits,
+        )
+        await broker.publish(Change("posted", item))
+
+    def hook(webhook_id):
+        secret = new_secret()
+        receiver.secrets["/hook"] = secret
+        return Webhook(webhook_id, receiver.url(), Filters("en"), "event", secret, "t", "desk")
+
+    try:
+        store = webhook_store(broker)
+        first = hook("wh_firstfirstfirst")
+        await store.create(first)
+        await start_queueing(store, broker, first)
+        await store.delete(first.id)
+        for n in range(3):
+            await publish(f"before {n}")
+        second = hook("wh_secondsecondsec")
+        await store.create(second)
+        await start_queueing(store, broker, second)
+        dispatcher = Dispatcher(broker, store, worker_settings(settings), ("en",))
+        dispatcher.start()
+        try:
+            await asyncio.sleep(0.3)
+            await publish("after")
+            await receiver.wait_for(1)
+            await asyncio.sleep(0.3)
+        finally:
+            await dispatcher.stop()
+        assert [m["item"]["headline"] for m in receiver.messages()] == ["after"]
     finally:
         await receiver.close()
         await broker.close()

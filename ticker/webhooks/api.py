@@ -180,7 +180,7 @@ class WebhookRoutes:
             description=registration.description,
         )
         await self._call(self.store.create(hook))
-        await self._call(start_queueing(self.store, self.broker, hook.filters.edition))
+        await self._call(start_queueing(self.store, self.broker, hook))
         await record_audit(admin, "webhook.create", hook.id, {"url": hook.url})
         if self.dispatcher is not None:
             self.dispatcher.wake()
@@ -277,11 +277,20 @@ class WebhookRoutes:
         return JSONResponse({"webhook": hook.id, "deliveries": [a.to_dict() for a in attempts]})
 
 
-async def start_queueing(store: WebhookStore, broker: Broker, edition: str) -> None:
-    """Anchor the edition's queued cursor where its log stands, if nothing has yet, so that
-    a new webhook hears every event from its creation on, whenever the worker starts."""
-    if await store.cursor(edition) is None:
-        await store.ingest(edition, None, str(await broker.cursor(edition)), [])
+async def start_queueing(store: WebhookStore, broker: Broker, hook: Webhook) -> None:
+    """A new webhook hears every event from its creation on, and nothing older, whenever a
+    worker starts to follow: unless another enabled webhook of the edition keeps the
+    edition's queued cursor moving, it is set where the log stands now."""
+    edition = hook.filters.edition
+    current = await store.cursor(edition)
+    others = [
+        h
+        for h in await store.all()
+        if h.filters.edition == edition and h.id != hook.id and h.disabled is None
+    ]
+    if current is None or not others:
+        # If another process moves the cursor meanwhile, it is following: nothing to do.
+        await store.ingest(edition, current, str(await broker.cursor(edition)), [])
 
 
 async def _read_json(request: Request, max_bytes: int) -> Any:

@@ -64,7 +64,7 @@ async def create(settings: Settings, broker: Broker, args: argparse.Namespace) -
     )
     store = webhook_store(broker)
     await store.create(hook)
-    await start_queueing(store, broker, hook.filters.edition)
+    await start_queueing(store, broker, hook)
     await record_audit(actor, "webhook.create", hook.id, {"url": hook.url})
     print(f"{hook.id}\t{hook.secret}")
     print("# the secret is shown once: receivers verify signatures with it", file=sys.stderr)
