@@ -54,3 +54,35 @@ async def test_no_listener_is_a_failure_with_its_reason():
     allow = rules.parse_networks(["127.0.0.0/8"])
     answer = await sender.post(url, b"{}", {}, allow=allow, limits=LIMITS)
     assert answer.status is None and "Connect" in answer.error
+
+
+async def test_an_endless_answer_is_read_only_up_to_the_cap():
+    import asyncio
+    import time
+
+    async def endless(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 500 Oops\r\n\r\n")
+        try:
+            for _ in range(200):  # 12.8 MB, and the connection stays open
+                writer.write(b"x" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            pass
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        started = time.monotonic()
+        answer = await sender.post(
+            f"http://127.0.0.1:{port}/",
+            b"{}",
+            {},
+            allow=rules.parse_networks(["127.0.0.1"]),
+            limits=Limits(connect_timeout=0.5, timeout=5, body_max_bytes=1000),
+        )
+        assert time.monotonic() - started < 2
+        assert answer.status == 500
+        assert answer.error == "HTTP 500: " + "x" * 200
+    finally:
+        server.close()
