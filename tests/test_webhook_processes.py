@@ -94,7 +94,9 @@ async def test_a_killed_serve_resumes_its_queue_with_nothing_lost(tmp_path):
     serve, base = start("serve", *store, "--hub-port", "0")
     try:
         await ready(base)
-        await register(base, token, receiver)
+        webhook_id = await register(base, token, receiver)
+        listed = ticker("webhooks", "list", *store)  # beside the running server
+        assert listed.returncode == 0 and listed.stdout.startswith(webhook_id)
         posted = [await post(base, token, f"alert {n}") for n in range(24)]
         await receiver.wait_for(5)
         assert len(receiver.messages()) < len(posted)
