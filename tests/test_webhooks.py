@@ -245,6 +245,17 @@ async def test_admins_only(stack, receiver):
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+async def test_failed_authentications_count_against_the_address(tmp_path):
+    async with Stack(tmp_path, None, auth_failure_rate="3/minute", **FAST) as stack:
+        bad = {"Authorization": "Bearer tkr_guess"}
+        codes = [(await stack.http.get("/api/webhooks", headers=bad)).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 429]
+        limited = await stack.http.get("/api/webhooks", headers=bad)
+        assert limited.json()["error"] == "rate_limited" and limited.headers["retry-after"]
+        # A good token always passes.
+        assert (await stack.http.get("/api/webhooks", headers=stack.auth)).status_code == 200
+
+
 @pytest.mark.parametrize(
     "body",
     [

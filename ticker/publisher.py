@@ -171,7 +171,8 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         },
         lifespan=lifespan,
     )
-    app.state.broker = broker  # for webhooks.api.require_admin
+    app.state.broker = broker  # for webhooks.api.require_admin, with the same limits
+    app.state.guard = guard
     return app
 
 

@@ -17,6 +17,7 @@ from ..brokers.base import Broker, BrokerUnavailable
 from ..config import Settings
 from ..items import now_iso
 from ..openapi import operation, path
+from ..publisher_metrics import AUTH_FAILURES, RATE_LIMITED
 from . import rules
 from .audit import record_audit
 from .rules import RegistrationError, Webhook
@@ -87,6 +88,8 @@ async def require_admin(request: Request) -> str:
     except BrokerUnavailable as exc:
         raise _unavailable(exc) from None
     if name is None:
+        AUTH_FAILURES.inc()
+        await _count_failure(request)
         raise WebhookApiError(
             401,
             "unauthorized",
@@ -94,6 +97,24 @@ async def require_admin(request: Request) -> str:
             headers={"WWW-Authenticate": 'Bearer realm="ticker"'},
         )
     return name
+
+
+async def _count_failure(request: Request) -> None:
+    """A failed authentication counts against the address, as on every route that takes a
+    token: past the limit it is a 429, so webhook routes are no way around it."""
+    guard = getattr(request.app.state, "guard", None)
+    if guard is None:
+        return
+    address = request.client.host if request.client else "unknown"
+    verdict = await guard.auth_failures.hit(address)
+    if not verdict.allowed:
+        RATE_LIMITED.labels("auth_failures").inc()
+        raise WebhookApiError(
+            429,
+            "rate_limited",
+            f"too many failed authentications from this address; retry in {verdict.retry_after} s",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
 
 
 def _unavailable(exc: Exception) -> WebhookApiError:
