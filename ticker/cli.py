@@ -1,4 +1,4 @@
-"""The `ticker` command: serve, publisher, hub, token, audit, post, tail."""
+"""The `ticker` command: serve, publisher, hub, token, audit, webhooks, post, tail."""
 
 from __future__ import annotations
 
@@ -141,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(trail)
     trail.set_defaults(run=_run(_audit))
 
+    _webhook_parsers(commands)
+
     post = commands.add_parser("post", help="post an item from the shell")
     post.add_argument("headline")
     post.add_argument("--edition", "-e", default="en")
@@ -161,6 +163,49 @@ def _parser() -> argparse.ArgumentParser:
     _flag(tail_cmd, "hub_url", "the hub's WebSocket URL")
     tail_cmd.set_defaults(run=_tail)
     return parser
+
+
+def _webhook_parsers(commands: Any) -> None:
+    """`ticker webhooks ...`, on the store directly, as `ticker token` (docs/webhooks.md)."""
+    webhooks = commands.add_parser("webhooks", help="register, list and test webhooks")
+    actions = webhooks.add_subparsers(metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="register a webhook; its secret is printed once")
+    create.add_argument("url")
+    create.add_argument("--edition", "-e", default="en")
+    create.add_argument("--urgency", "-u", type=int, default=9, help="least urgent level sent")
+    create.add_argument("--region", action="append", dest="regions")
+    create.add_argument("--category", action="append", dest="categories")
+    create.add_argument("--format", default="event", help="event, ninjs or ninjs3")
+    create.add_argument("--description")
+    for name, text in (
+        ("create", None),
+        ("list", "list webhooks, with why any is disabled"),
+        ("delete", "delete a webhook, its queue and its log"),
+        ("enable", "enable a disabled webhook"),
+        ("test", "send a signed test message now"),
+        ("deliveries", "the delivery log, newest first"),
+    ):
+        parser = create if text is None else actions.add_parser(name, help=text)
+        if text is not None and name != "list":
+            parser.add_argument("id", help="the webhook's id, wh_...")
+        _store_flags(parser)
+        parser.set_defaults(run=_run(_webhook_command(name)))
+
+
+def _webhook_command(name: str) -> Command:
+    async def run(settings: Settings, args: argparse.Namespace) -> None:
+        from .webhooks import commands
+
+        command = getattr(commands, "listing" if name == "list" else name)
+        async with _started(make_broker(settings)) as broker:
+            try:
+                await command(settings, broker, args)
+            except BrokerMisconfigured:
+                raise
+            except BrokerError as exc:
+                raise SystemExit(f"ticker: {exc}") from None
+
+    return run
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, help: str, **kwargs: Any) -> None:

@@ -126,6 +126,16 @@ class Settings:
     # The roles of a token made before roles existed (every edition).
     legacy_token_role: tuple[str, ...] = LEGACY_ROLES
     log_level: str = "info"
+    # Webhooks (docs/webhooks.md): retries, when a webhook is disabled, what may be called.
+    webhook_delivery: bool = True
+    webhook_retry_base: float = 5.0
+    webhook_retry_max_delay: float = 3600.0
+    webhook_retry_horizon: float = 86400.0
+    webhook_disable_after: int = 20
+    webhook_connect_timeout: float = 5.0
+    webhook_timeout: float = 15.0
+    webhook_concurrency: int = 16
+    webhook_allow_networks: tuple[str, ...] = ()
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     limits: Limits = field(default_factory=Limits)
 
@@ -194,6 +204,15 @@ def _word(raw: str) -> str:
 
 def _lower(raw: str) -> str:
     return raw.strip().lower()
+
+
+def _switch(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in ("on", "true", "1", "yes"):
+        return True
+    if word in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(raw)
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -509,6 +528,33 @@ SETTINGS: tuple[Setting, ...] = (
         f"one or more of {', '.join(ROLES)}, comma-separated, none twice",
     ),
     Setting(
+        "webhook_delivery",
+        "TICKER_WEBHOOK_DELIVERY",
+        _switch,
+        lambda v: isinstance(v, bool),
+        "on or off",
+    ),
+    Setting("webhook_retry_base", "TICKER_WEBHOOK_RETRY_BASE", _number, _seconds, SECONDS),
+    Setting(
+        "webhook_retry_max_delay", "TICKER_WEBHOOK_RETRY_MAX_DELAY", _number, _seconds, SECONDS
+    ),
+    Setting("webhook_retry_horizon", "TICKER_WEBHOOK_RETRY_HORIZON", _number, _seconds, SECONDS),
+    Setting(
+        "webhook_disable_after", "TICKER_WEBHOOK_DISABLE_AFTER", _integer, _positive_int, COUNT
+    ),
+    Setting(
+        "webhook_connect_timeout", "TICKER_WEBHOOK_CONNECT_TIMEOUT", _number, _seconds, SECONDS
+    ),
+    Setting("webhook_timeout", "TICKER_WEBHOOK_TIMEOUT", _number, _seconds, SECONDS),
+    Setting("webhook_concurrency", "TICKER_WEBHOOK_CONCURRENCY", _integer, _positive_int, COUNT),
+    Setting(
+        "webhook_allow_networks",
+        "TICKER_WEBHOOK_ALLOW_NETWORKS",
+        _names,
+        lambda v: v == () or _list_of(_network)(v),
+        "comma-separated IP addresses or networks like 127.0.0.1,10.0.0.0/8, none twice",
+    ),
+    Setting(
         "log_level",
         "TICKER_LOG_LEVEL",
         _lower,
@@ -658,6 +704,12 @@ def _check(row: Setting, value: Any, source: str, shown: str | None = None) -> N
 
 def _check_together(settings: Settings, sources: dict[str, tuple[str, str]]) -> None:
     """Rules between two settings. The error names the one that was given."""
+    if settings.webhook_connect_timeout > settings.webhook_timeout:
+        if "webhook_connect_timeout" in sources:
+            accepted = f"{SECONDS}, at most the webhook timeout ({settings.webhook_timeout:g})"
+            raise ConfigError(*sources["webhook_connect_timeout"], accepted)
+        accepted = f"{SECONDS}, at least the connect timeout ({settings.webhook_connect_timeout:g})"
+        raise ConfigError(*sources["webhook_timeout"], accepted)
     if settings.ping_timeout > settings.ping_interval:
         if "ping_timeout" in sources:
             accepted = f"{SECONDS}, at most the ping interval ({settings.ping_interval:g})"

@@ -46,6 +46,7 @@ from .protocol import ProtocolError, parse_subscription
 from .ratelimit import Limits, Verdict
 from .roles import ADMIN, CHIEF, Principal, RoleError
 from .static_assets import WidgetAssets
+from .webhooks.api import WebhookApiError, WebhookRoutes
 
 log = logging.getLogger("ticker.publisher")
 T = TypeVar("T")
@@ -102,6 +103,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
     api = _Api(settings, metrics.CountingBroker(broker), guard)  # type: ignore[arg-type]
     web = settings.web_dir
     assets = WidgetAssets(web)
+    hooks = WebhookRoutes(settings, broker, api.principal, api.by)  # docs/webhooks.md
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
@@ -126,6 +128,13 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/tokens/{name}", api.revoke_token, methods=["DELETE"]),
         Route("/api/tokens/{name}/rotate", api.rotate_token, methods=["POST"]),
         Route("/api/audit", api.read_audit, methods=["GET"]),
+        Route("/api/webhooks", hooks.list, methods=["GET"]),
+        Route("/api/webhooks", hooks.create, methods=["POST"]),
+        Route("/api/webhooks/{webhook_id}", hooks.get, methods=["GET"]),
+        Route("/api/webhooks/{webhook_id}", hooks.delete, methods=["DELETE"]),
+        Route("/api/webhooks/{webhook_id}/test", hooks.test, methods=["POST"]),
+        Route("/api/webhooks/{webhook_id}/enable", hooks.enable, methods=["POST"]),
+        Route("/api/webhooks/{webhook_id}/deliveries", hooks.deliveries, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/feeds/{edition}.rss", api.feed_rss, methods=["GET"]),
         Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
@@ -144,9 +153,11 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
                 # Serve anyway: the API answers 503 until the store is back, and /readyz says so.
                 log.warning("store unreachable at start-up: %s", exc)
         sweeper = asyncio.create_task(expiry_sweeper(broker), name="expiry-sweeper")
+        hooks.start()
         try:
             yield
         finally:
+            await hooks.stop()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
@@ -154,7 +165,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
             if own_broker:
                 await broker.close()
 
-    return _Publisher(
+    app = _Publisher(
         hub_url=settings.hub_url(),
         routes=routes,
         middleware=[
@@ -168,9 +179,15 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
                 on_refusal=metrics.TOO_LARGE.inc,
             ),
         ],
-        exception_handlers={ApiError: _api_error, 404: _not_found, 405: _not_allowed},
+        exception_handlers={
+            ApiError: _api_error,
+            WebhookApiError: _api_error,
+            404: _not_found,
+            405: _not_allowed,
+        },
         lifespan=lifespan,
     )
+    return app
 
 
 class _Publisher(Starlette):
@@ -933,7 +950,7 @@ def _public(response: Response) -> Response:
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+    assert isinstance(exc, ApiError | WebhookApiError)
     return exc.response()
 
 

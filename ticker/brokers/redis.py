@@ -751,6 +751,11 @@ class RedisBroker(Broker):
     def audit(self) -> AuditLog:
         return _RedisAudit(self)
 
+    @property
+    def client(self) -> Any:
+        """The Redis client, for stores kept beside the broker's keys (webhooks)."""
+        return self._redis
+
 
 class _RedisTokens(TokenStore):
     """Tokens share a hash tag of their own, so both hashes and the audit stream of
