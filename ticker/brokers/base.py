@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..archive import ArchivePage, ArchiveQuery
 from ..events import ChangeKind, Cursor, EditionState, Event
 from ..items import Item, edition_of
 
@@ -144,6 +145,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
         """Live items whose expiry has passed, soonest first."""
+
+    @abc.abstractmethod
+    async def archive(self, query: ArchiveQuery) -> ArchivePage:
+        """A page of the edition's archive: every item ever posted, at its latest version
+        and status, newest first, filtered by the query's terms and key bounds. Examines at
+        most `archive.SCAN_BUDGET` records, so a page may be short and still have a next."""
 
     async def cursor(self, edition: str) -> Cursor:
         """Where the edition's log stands; brokers answer it cheaper than `live`, for the

@@ -5,7 +5,7 @@
 -- KEYS: meta, items, log, expiry[, idempotency record]
 -- ARGV: candidate epoch, kind, item id, expected version, item JSON, event body,
 --       editor, expiry ms (or ''), history size, live channel, fingerprint, idempotency ttl,
---       item version
+--       item version, archive base, archive key, archive term...
 local meta, items, log, expiry, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local candidate, kind, id, expected, item_json, body, editor, expires_ms, history, channel,
   fingerprint, ttl, version = unpack(ARGV)
@@ -82,6 +82,7 @@ else
   redis.call('HDEL', items, id)
   redis.call('ZREM', expiry, id)
 end
+archive_put(ARGV[14], id, tonumber(version), ARGV[15], item_json, {unpack(ARGV, 16)})
 redis.call('PUBLISH', channel, payload)
 if idem then
   -- Only what a replay needs: the item itself is in the items hash or the log.
