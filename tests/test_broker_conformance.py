@@ -405,3 +405,32 @@ async def test_a_query_whose_terms_rarely_meet_is_bounded(
     assert following.items == [] and following.next is None
     found = await everything(broker, words=("beta", "alpha"), limit=1)
     assert headlines(found) == ["alpha beta 11", "alpha beta 10"]
+
+
+async def test_a_prune_removes_old_items_that_are_no_longer_live(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (embedded, redis):
+        monkeypatch.setattr(module, "PRUNE_BATCH", 2)
+    gone, expired, live, recent = (dated(f"Harbour news {n}", n) for n in range(4))
+    for item in (gone, expired, live, recent):
+        await broker.publish(Change("posted", item))
+    await broker.publish(Change("withdrawn", withdraw(gone, editor="chief"), 1))
+    await broker.publish(Change("expired", expire(expired), expected_version=1))
+    await broker.publish(Change("withdrawn", withdraw(recent, editor="chief"), 1))
+    await broker.publish(Change("posted", dated("Harbour news in Arabic", 0, edition="ar")))
+
+    assert await broker.prune_archive("en", record_key(recent.to_dict())) == 2
+    assert headlines(await everything(broker)) == ["Harbour news 3", "Harbour news 2"]
+    # Nothing of the pruned items is left to find.
+    assert headlines(await everything(broker, words=("harbour",))) == [
+        "Harbour news 3",
+        "Harbour news 2",
+    ]
+    assert headlines(await everything(broker, editor="chief")) == ["Harbour news 3"]
+    assert await everything(broker, status="expired") == []
+    assert headlines(await everything(broker, edition="ar")) == ["Harbour news in Arabic"]
+    # Pruning again removes nothing; the live item goes on being archived.
+    assert await broker.prune_archive("en", record_key(recent.to_dict())) == 0
+    await broker.publish(Change("withdrawn", withdraw(live, editor="desk"), 1))
+    assert [i["status"] for i in await everything(broker, words=("2",))] == ["withdrawn"]

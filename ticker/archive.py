@@ -41,6 +41,9 @@ WORD_MAX = 40  # characters; longer words are cut, the same way in headlines and
 # At most this many records of the driving set are examined per page: a query whose terms
 # rarely meet answers a short page (with `next`) instead of scanning the whole archive.
 SCAN_BUDGET = 5000
+# A prune removes records in batches of this many, each its own transaction or script, so
+# publishes go on between batches.
+PRUNE_BATCH = 500
 _KEY = re.compile(r"[0-9]{13}:[A-Za-z0-9_-]{1,64}", re.ASCII)
 _TATWEEL = "\u0640"  # Arabic letter stretching: typography, not spelling
 
@@ -170,6 +173,14 @@ def parse_query(params: Mapping[str, list[str]], vocabulary: Vocabulary) -> Arch
         at_least=None if since is None else f"{since:013d}:",
         limit=_limit_of(one.get("limit")),
     )
+
+
+def time_key(text: str, name: str) -> str:
+    """The lowest key of the items posted at or after `text` (ISO 8601): what `from` and
+    `ticker archive prune --before` compare keys with."""
+    millis = _time_of({name: text}, name)
+    assert millis is not None
+    return f"{millis:013d}:"
 
 
 def _words_of(text: str) -> tuple[str, ...]:

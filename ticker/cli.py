@@ -1,4 +1,4 @@
-"""The `ticker` command: serve, publisher, hub, token, post, tail."""
+"""The `ticker` command: serve, publisher, hub, token, archive, post, tail."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import config, eventloop
+from . import archive, config, eventloop
 from .api_client import ApiError, PublisherClient, Unreachable
 from .auth import TokenError, create_token
 from .brokers import make_broker
@@ -101,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     _store_flags(revoke)
     revoke.set_defaults(run=_run(_token_revoke))
+
+    archived = commands.add_parser("archive", help="look after the archive of past items")
+    archive_commands = archived.add_subparsers(metavar="ACTION", required=True)
+    prune = archive_commands.add_parser(
+        "prune", help="remove items posted before a date that are no longer live"
+    )
+    prune.add_argument("--before", required=True, help="ISO 8601 date or time (UTC if no offset)")
+    prune.add_argument("--edition", action="append", help="only this edition (default: all)")
+    _store_flags(prune)
+    prune.set_defaults(run=_run(_archive_prune))
 
     post = commands.add_parser("post", help="post an item from the shell")
     post.add_argument("headline")
@@ -417,6 +427,24 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
         if not await broker.tokens.revoke(args.name):
             raise SystemExit(f"ticker: no token named {args.name!r}")
     print(f"revoked {args.name}")
+
+
+# --- the archive -----------------------------------------------------------------------------
+
+
+async def _archive_prune(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        before = archive.time_key(args.before, "--before")
+    except archive.QueryError as exc:
+        raise SystemExit(f"ticker: {exc}") from None
+    editions = settings.vocabulary.editions
+    unknown = sorted(set(args.edition or ()) - set(editions))
+    if unknown:
+        raise SystemExit(f"ticker: --edition must be one of {', '.join(editions)}")
+    async with _started(make_broker(settings)) as broker:
+        for edition in args.edition or editions:
+            removed = await broker.prune_archive(edition, before)
+            print(f"{edition}: removed {removed} items posted before {args.before}")
 
 
 # --- clients ---------------------------------------------------------------------------------

@@ -152,6 +152,11 @@ class Broker(abc.ABC):
         and status, newest first, filtered by the query's terms and key bounds. Examines at
         most `archive.SCAN_BUDGET` records, so a page may be short and still have a next."""
 
+    @abc.abstractmethod
+    async def prune_archive(self, edition: str, before: str) -> int:
+        """Remove from the archive the items posted before the key `before` that are no
+        longer live; returns how many. Works in batches, so publishes go on meanwhile."""
+
     async def cursor(self, edition: str) -> Cursor:
         """Where the edition's log stands; brokers answer it cheaper than `live`, for the
         conditional requests that ask only whether anything changed."""

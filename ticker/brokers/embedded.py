@@ -20,7 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ..archive import SCAN_BUDGET, ArchivePage, ArchiveQuery, page_of, record_key, record_terms
+from ..archive import (
+    PRUNE_BATCH,
+    SCAN_BUDGET,
+    ArchivePage,
+    ArchiveQuery,
+    page_of,
+    record_key,
+    record_terms,
+)
 from ..events import Cursor, EditionState, Event, event_body, event_payload
 from ..items import Item, edition_of, parse_time
 from .base import (
@@ -58,7 +66,7 @@ CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, fingerprint TEXT N
 CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS archive (id TEXT PRIMARY KEY, edition TEXT NOT NULL,
-    key TEXT NOT NULL, version INTEGER NOT NULL, json TEXT NOT NULL);
+    key TEXT NOT NULL, version INTEGER NOT NULL, terms TEXT NOT NULL, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS archive_by_key ON archive (edition, key);
 CREATE TABLE IF NOT EXISTS archive_terms (edition TEXT NOT NULL, term TEXT NOT NULL,
     key TEXT NOT NULL, PRIMARY KEY (edition, term, key)) WITHOUT ROWID;
@@ -565,6 +573,29 @@ class EmbeddedBroker(Broker):
             (edition, term, SCAN_BUDGET + 1),
         ).fetchone()[0]
 
+    async def prune_archive(self, edition: str, before: str) -> int:
+        removed, after = 0, ""
+        while True:
+            with self._guard(), self._transaction() as db:
+                rows = db.execute(
+                    "SELECT id, key, terms FROM archive WHERE edition = ? AND key > ?"
+                    " AND key < ? ORDER BY key LIMIT ?",
+                    (edition, after, before, PRUNE_BATCH),
+                ).fetchall()
+                for item_id, key, terms in rows:
+                    kept = json.loads(terms)
+                    if "s:live" in kept:
+                        continue
+                    db.executemany(
+                        "DELETE FROM archive_terms WHERE edition = ? AND term = ? AND key = ?",
+                        [(edition, term, key) for term in kept],
+                    )
+                    db.execute("DELETE FROM archive WHERE id = ?", (item_id,))
+                    removed += 1
+            if len(rows) < PRUNE_BATCH:
+                return removed
+            after = rows[-1][1]
+
     @property
     def tokens(self) -> TokenStore:
         return _EmbeddedTokens(self)
@@ -573,21 +604,31 @@ class EmbeddedBroker(Broker):
 def _archive(db: sqlite3.Connection, item: dict[str, Any], item_json: str) -> None:
     """Keep the item's latest version in the archive, with its terms; an older version
     than the one archived changes nothing. Editors are never taken off a record: the
-    archive finds an item by everyone who changed it."""
+    archive finds an item by everyone who changed it. The record lists its terms, so a
+    change or a prune takes back exactly those."""
     edition, key = item["edition"], record_key(item)
-    row = db.execute("SELECT version, json FROM archive WHERE id = ?", (item["id"],)).fetchone()
+    row = db.execute("SELECT version, terms FROM archive WHERE id = ?", (item["id"],)).fetchone()
     terms = record_terms(item)
     if row is not None:
         if row[0] >= item["version"]:
             return
-        gone = set(record_terms(json.loads(row[1]))) - set(terms)
+        old = json.loads(row[1])
+        terms += [term for term in old if term.startswith("e:") and term not in terms]
         db.executemany(
             "DELETE FROM archive_terms WHERE edition = ? AND term = ? AND key = ?",
-            [(edition, term, key) for term in gone if not term.startswith("e:")],
+            [(edition, term, key) for term in set(old) - set(terms)],
         )
     db.execute(
-        "INSERT OR REPLACE INTO archive (id, edition, key, version, json) VALUES (?, ?, ?, ?, ?)",
-        (item["id"], edition, key, item["version"], item_json),
+        "INSERT OR REPLACE INTO archive (id, edition, key, version, terms, json)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            item["id"],
+            edition,
+            key,
+            item["version"],
+            json.dumps(terms, ensure_ascii=False),
+            item_json,
+        ),
     )
     db.executemany(
         "INSERT OR IGNORE INTO archive_terms VALUES (?, ?, ?)",

@@ -51,7 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from ..archive import SCAN_BUDGET, ArchivePage, ArchiveQuery, record_key, record_terms
+from ..archive import PRUNE_BATCH, SCAN_BUDGET, ArchivePage, ArchiveQuery, record_key, record_terms
 from ..events import UPSERT_KINDS, Cursor, EditionState, Event, event_body
 from ..items import Item, edition_of, parse_time
 from . import redis_ha
@@ -205,6 +205,7 @@ class RedisBroker(Broker):
             _lua("archive.lua", "archive_put.lua")
         )
         self._archive_query_script = self._redis.register_script(_lua("archive_query.lua"))
+        self._archive_prune_script = self._redis.register_script(_lua("archive_prune.lua"))
         self._add_token_script = self._redis.register_script(_lua("add_token.lua"))
         self._revoke_token_script = self._redis.register_script(_lua("revoke_token.lua"))
 
@@ -277,6 +278,7 @@ class RedisBroker(Broker):
                     self._state_script,
                     self._archive_put_script,
                     self._archive_query_script,
+                    self._archive_prune_script,
                     self._add_token_script,
                     self._revoke_token_script,
                 ):
@@ -467,6 +469,20 @@ class RedisBroker(Broker):
             reply = await self._archive_query_script(keys=script_keys, args=args)
         after = reply[0].decode() or None
         return ArchivePage([json.loads(raw) for raw in reply[1:]], after)
+
+    async def prune_archive(self, edition: str, before: str) -> int:
+        keys = self._edition(edition)
+        script_keys = [keys.archived("all"), keys.archived("index"), keys.archived("items")]
+        removed, after = 0, ""
+        while True:
+            with self._reachable():
+                reply = await self._archive_prune_script(
+                    keys=script_keys, args=[keys.archive, after, before, PRUNE_BATCH]
+                )
+            removed += int(reply[0])
+            after = reply[1].decode()
+            if not after:
+                return removed
 
     async def _read_since(self, edition: str, since: Cursor | None) -> EditionState | list[Event]:
         """The events after `since`, or the whole state when they are not all in the log."""
