@@ -593,6 +593,7 @@ class EmbeddedBroker(Broker):
                     db.execute("DELETE FROM archive WHERE id = ?", (item_id,))
                     removed += 1
             if len(rows) < PRUNE_BATCH:
+                self._maintain()  # the pages it freed go back to the file system now
                 return removed
             after = rows[-1][1]
 
