@@ -168,9 +168,11 @@ class EmbeddedBroker(Broker):
             self._take_lock()
         try:
             self._db = self._open()
-            for edition in self.editions:
-                self._ensure_epoch(edition)
-                self._backfill(edition)
+            self._broken = None
+            with self._guard():
+                for edition in self.editions:
+                    self._ensure_epoch(edition)
+                    self._backfill(edition)
         except BaseException:
             self._release()
             raise
