@@ -96,10 +96,22 @@ async def test_keys_carry_one_hash_tag_per_edition(
 
     keys = sorted(k.decode() for k in await raw.keys("*"))
     assert keys == [
+        "ticker:{ar}:archive:all",
+        "ticker:{ar}:archive:index",
+        "ticker:{ar}:archive:items",
+        "ticker:{ar}:archive:t:e:desk",
+        "ticker:{ar}:archive:t:s:live",
+        "ticker:{ar}:archive:t:w:عاجل",
         "ticker:{ar}:audit",
         "ticker:{ar}:items",
         "ticker:{ar}:log",
         "ticker:{ar}:meta",
+        "ticker:{en}:archive:all",
+        "ticker:{en}:archive:index",
+        "ticker:{en}:archive:items",
+        "ticker:{en}:archive:t:e:desk",
+        "ticker:{en}:archive:t:s:live",
+        "ticker:{en}:archive:t:w:tagged",
         "ticker:{en}:audit",
         "ticker:{en}:expiry",
         "ticker:{en}:idem:key-1",

@@ -5,7 +5,8 @@
 -- KEYS: meta, items, log, expiry, audit[, idempotency record]
 -- ARGV: candidate epoch, kind, item id, expected version, item JSON, event body,
 --       editor, expiry ms (or ''), history size, live channel, fingerprint, idempotency ttl,
---       item version, audit entry JSON, audit MINID
+--       item version, audit entry JSON, audit MINID, archive base, archive key,
+--       archive term...
 local meta, items, log, expiry, audit, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local candidate, kind, id, expected, item_json, body, editor, expires_ms, history, channel,
   fingerprint, ttl, version, audit_entry, audit_minid = unpack(ARGV)
@@ -90,6 +91,7 @@ else
   redis.call('HDEL', items, id)
   redis.call('ZREM', expiry, id)
 end
+archive_put(ARGV[16], id, tonumber(version), ARGV[17], item_json, {unpack(ARGV, 18)})
 redis.call('PUBLISH', channel, payload)
 if idem then
   -- Only what a replay needs: the item itself is in the items hash or the log.
