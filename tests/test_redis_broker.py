@@ -95,7 +95,9 @@ async def test_keys_carry_one_hash_tag_per_edition(
     await broker.publish(Change("posted", new_item("عاجل", edition="ar")))
     pinned = replace(new_item("Pinned"), pinned=True)
     await broker.publish(Change("posted", pinned, max_pinned=3))
-    await broker.schedule(new_item("Later", publish_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat()))
+    await broker.schedule(
+        new_item("Later", publish_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    )
     await broker.tokens.add("maria", "digest", "2025-01-01T00:00:00.000Z")
 
     keys = sorted(k.decode() for k in await raw.keys("*"))
