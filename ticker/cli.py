@@ -102,6 +102,24 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(revoke)
     revoke.set_defaults(run=_run(_token_revoke))
 
+    push = commands.add_parser("push", help="Web Push: the VAPID keys")
+    push_commands = push.add_subparsers(metavar="ACTION", required=True)
+    keys = push_commands.add_parser("keys", help="create or show the VAPID key pair")
+    keys_commands = keys.add_subparsers(metavar="ACTION", required=True)
+    keys_create = keys_commands.add_parser(
+        "create", help="make the key pair; prints the public key (the private key stays)"
+    )
+    keys_create.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace existing keys (every browser must subscribe again)",
+    )
+    _store_flags(keys_create)
+    keys_create.set_defaults(run=_run(_push_keys_create))
+    keys_show = keys_commands.add_parser("show", help="print the public key")
+    _store_flags(keys_show)
+    keys_show.set_defaults(run=_run(_push_keys_show))
+
     post = commands.add_parser("post", help="post an item from the shell")
     post.add_argument("headline")
     post.add_argument("--edition", "-e", default="en")
@@ -417,6 +435,32 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
         if not await broker.tokens.revoke(args.name):
             raise SystemExit(f"ticker: no token named {args.name!r}")
     print(f"revoked {args.name}")
+
+
+async def _push_keys_create(settings: Settings, args: argparse.Namespace) -> None:
+    from .push.sender import new_keys
+    from .push.store import push_store_for
+
+    async with _started(make_broker(settings)) as broker:
+        store = push_store_for(broker)
+        keys = new_keys()
+        if not await store.set_keys(keys, replace=args.replace):
+            raise SystemExit(
+                "ticker: VAPID keys exist already (ticker push keys show); --replace makes "
+                "new ones, and every browser must then subscribe again"
+            )
+    print(keys.public_key)
+    print("# the VAPID public key; the private key stays in the store", file=sys.stderr)
+
+
+async def _push_keys_show(settings: Settings, args: argparse.Namespace) -> None:
+    from .push.store import push_store_for
+
+    async with _started(make_broker(settings)) as broker:
+        keys = await push_store_for(broker).keys()
+    if keys is None:
+        raise SystemExit("ticker: no VAPID keys yet: ticker push keys create")
+    print(keys.public_key)
 
 
 # --- clients ---------------------------------------------------------------------------------

@@ -41,7 +41,10 @@ from .expiry import expiry_sweeper
 from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
-from .ratelimit import Limits, Verdict
+from .push.routes import PushApi
+from .push.store import push_store_for
+from .push.wiring import start_push_worker
+from .ratelimit import Limit, Limits, Verdict
 from .static_assets import WidgetAssets
 
 log = logging.getLogger("ticker.publisher")
@@ -91,6 +94,8 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
     api = _Api(settings, metrics.CountingBroker(broker), guard)  # type: ignore[arg-type]
     web = settings.web_dir
     assets = WidgetAssets(web)
+    push_store = push_store_for(broker)
+    push = PushApi(settings, push_store, Limit("push", settings.push_subscribe_rate, guard.storage))
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
@@ -115,6 +120,12 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
         Route("/feeds/{edition}.json", api.feed_json, methods=["GET"]),
         Route("/live/{edition}", api.live, methods=["GET"]),
+        Route("/api/push/key", push.key, methods=["GET"]),
+        Route("/api/push/subscriptions", push.subscribe, methods=["POST"]),
+        Route("/api/push/subscriptions", push.preflight, methods=["OPTIONS"]),
+        Route("/api/push/subscriptions/{subscription_id}", push.unsubscribe, methods=["DELETE"]),
+        Route("/api/push/subscriptions/{subscription_id}", push.preflight_one, methods=["OPTIONS"]),
+        Route("/sw.js", push.service_worker, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}, assets),
         Mount("/static", assets.wrap(StaticFiles(directory=web, check_dir=False)), name="static"),
     ]
@@ -128,12 +139,14 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
                 # Serve anyway: the API answers 503 until the store is back, and /readyz says so.
                 log.warning("store unreachable at start-up: %s", exc)
         sweeper = asyncio.create_task(expiry_sweeper(broker), name="expiry-sweeper")
+        pusher = start_push_worker(settings, broker, push_store)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, pusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await guard.close()
             if own_broker:
                 await broker.close()
