@@ -80,6 +80,7 @@ class PushService:
         self.attempts: dict[str, int] = defaultdict(int)
         self.scripts: dict[str, deque[tuple[int, dict[str, str]]]] = defaultdict(deque)
         self.decrypt = True
+        self.delay = 0.0  # seconds before each answer: a slow push service
         self.lock = threading.Lock()
         self.port = 0
         self._server: uvicorn.Server | None = None
@@ -129,9 +130,13 @@ class PushService:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender died mid-request: nothing was delivered
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        if self.delay:
+            await asyncio.sleep(self.delay)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         name = scope["path"].rsplit("/", 1)[-1]
         status, extra = self._answer(scope["method"], name, headers, body)

@@ -112,10 +112,13 @@ def test_topic_is_the_id_or_a_digest_of_it() -> None:
 def test_headers_and_message() -> None:
     assert [rules.urgency_header(u) for u in (1, 2, 3, 9)] == ["high", "high", "normal", "normal"]
     item = {"id": "en-1", "version": 2, "edition": "en", "headline": "Ä", "urgency": 1}
-    assert rules.message("corrected", item, "/live/en") == (
-        '{"kind":"corrected","id":"en-1","version":2,"edition":"en","headline":"Ä",'
-        '"source":null,"urgency":1,"url":"/live/en"}'
-    ).encode()
+    assert (
+        rules.message("corrected", item, "/live/en")
+        == (
+            '{"kind":"corrected","id":"en-1","version":2,"edition":"en","headline":"Ä",'
+            '"source":null,"urgency":1,"url":"/live/en"}'
+        ).encode()
+    )
     assert rules.message("withdrawn", item, "/live/en") == (
         b'{"kind":"withdrawn","id":"en-1","version":2}'
     )

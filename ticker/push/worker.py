@@ -201,13 +201,14 @@ class PushWorker:
                     result.detail,
                 )
 
-        # Successes are recorded in batches as they come, so a kill loses at most a batch's
-        # worth of records (those messages may then be sent again, replaced by Topic).
+        # Successes are recorded as they come (those that arrive during a write go in the
+        # next one), so a kill can lose only the records of messages still in flight or
+        # just accepted: those may be sent again, and replace themselves by their Topic.
         tasks = [asyncio.ensure_future(one(s)) for s in targets]
         try:
             pending = set(tasks)
             while pending:
-                _, pending = await asyncio.wait(pending, timeout=0.25)
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if succeeded:
                     batch, succeeded[:] = list(succeeded), []
                     await self.store.mark_delivered(item["id"], version, batch)
