@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from procs import TICKER, free_port, stop, ticker
 from pushservice import PushService, wait_for
+
 from ticker import config
 from ticker.brokers import make_broker
 from ticker.push import rules

@@ -34,8 +34,8 @@
       pushSubscribed: "Flash alerts are on for this edition.",
       pushUnsubscribed: "Flash alerts are off.",
       pushUnsupported: "This browser cannot show flash alerts.",
-      pushDenied: "Notifications are blocked for this site; allow them in the browser's site settings to get flash alerts.",
-      pushFailed: "Flash alerts could not be turned on; try again later.",
+      pushDenied: "Notifications are blocked for this site (see the browser's site settings).",
+      pushFailed: "Flash alerts failed; try again later.",
     },
     ar: {
       breaking: "عاجل",
@@ -54,11 +54,11 @@
       empty: "لا أخبار عاجلة الآن",
       pushOn: "تلقَّ التنبيهات العاجلة",
       pushOff: "أوقف التنبيهات العاجلة",
-      pushSubscribed: "التنبيهات العاجلة مفعّلة لهذه النسخة.",
+      pushSubscribed: "التنبيهات العاجلة مفعّلة.",
       pushUnsubscribed: "التنبيهات العاجلة متوقفة.",
       pushUnsupported: "هذا المتصفح لا يعرض التنبيهات العاجلة.",
-      pushDenied: "الإشعارات محظورة لهذا الموقع؛ اسمح بها في إعدادات المتصفح لتلقي التنبيهات.",
-      pushFailed: "تعذّر تفعيل التنبيهات العاجلة؛ حاول لاحقًا.",
+      pushDenied: "الإشعارات محظورة لهذا الموقع.",
+      pushFailed: "تعذّر تفعيل التنبيهات.",
     },
     es: {
       breaking: "Última hora",
@@ -77,11 +77,11 @@
       empty: "No hay noticias de última hora",
       pushOn: "Recibir alertas urgentes",
       pushOff: "Dejar de recibir alertas",
-      pushSubscribed: "Las alertas urgentes están activadas para esta edición.",
-      pushUnsubscribed: "Las alertas urgentes están desactivadas.",
+      pushSubscribed: "Alertas urgentes activadas.",
+      pushUnsubscribed: "Alertas urgentes desactivadas.",
       pushUnsupported: "Este navegador no puede mostrar alertas.",
-      pushDenied: "Las notificaciones están bloqueadas para este sitio; permítelas en la configuración del navegador para recibir alertas.",
-      pushFailed: "No se pudieron activar las alertas; inténtalo más tarde.",
+      pushDenied: "Las notificaciones están bloqueadas para este sitio.",
+      pushFailed: "No se pudieron activar las alertas.",
     },
   };
 
@@ -709,10 +709,10 @@
    */
   function pushControl(root, { edition, region, category, worker, t }) {
     const box = el("div", "ticker-push");
-    const button = el("button", "ticker-push-button", t.pushOn);
+    const button = el("button", "", t.pushOn);
     button.type = "button";
     button.setAttribute("aria-pressed", "false");
-    const status = el("p", "ticker-push-status");
+    const status = el("p");
     status.setAttribute("role", "status");
     box.append(button, status);
     root.after(box);

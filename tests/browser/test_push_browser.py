@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from browserkit import PageWatch, Server, serve, ticker_command, watched_context
@@ -32,12 +31,14 @@ Notification.requestPermission = (...args) => {
 let current = null;
 PushManager.prototype.subscribe = async function (options) {
   const key = new Uint8Array(options.applicationServerKey);
+  const text = btoa(String.fromCharCode(...key));
   window.__push.subscribeOptions = {
     userVisibleOnly: options.userVisibleOnly,
-    key: btoa(String.fromCharCode(...key)).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, ""),
+    key: text.replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, ""),
   };
   const json = SUBSCRIPTION;
-  current = { endpoint: json.endpoint, toJSON: () => json, unsubscribe: async () => { current = null; return true; } };
+  const unsubscribe = async () => { current = null; return true; };
+  current = { endpoint: json.endpoint, toJSON: () => json, unsubscribe };
   return current;
 };
 PushManager.prototype.getSubscription = async function () { return current; };
