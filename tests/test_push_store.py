@@ -84,9 +84,14 @@ async def test_cursors_and_delivered_versions(broker: Broker) -> None:
 async def test_many_subscriptions_and_a_large_batch(broker: Broker) -> None:
     store = push_store_for(broker)
     subs = [sub(f"n{i}") for i in range(2500)]
-    for start in range(0, len(subs), 50):
+    for start in range(0, 500, 50):
         await asyncio.gather(*(store.add(s) for s in subs[start : start + 50]))
-    assert len(await store.subscriptions("en")) == 2500
+    before = await store.generation()
+    await store.add_many([*subs[400:], sub("n0", "ar")])  # n0 moves to ar
+    assert await store.generation() > before
+    assert len(await store.subscriptions("en")) == 2499
+    assert [s.id for s in await store.subscriptions("ar")] == [subs[0].id]
+    assert await store.count() == 2500
     await store.mark_delivered("en-big", 1, [s.id for s in subs])
     assert len(await store.delivered("en-big")) == 2500
 
