@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import aiohttp
 import http_ece
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
@@ -136,16 +136,14 @@ class Sender:
     ) -> None:
         self.signer = signer
         self.resolver = resolver
-        self.client = httpx.AsyncClient(
-            timeout=timeout,
-            verify=verify,
-            follow_redirects=False,
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency, ssl=verify),
+            timeout=aiohttp.ClientTimeout(total=timeout),
             trust_env=False,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
     async def send(
         self,
@@ -171,18 +169,18 @@ class Sender:
         }
         payload = encrypt(body, subscription.p256dh, subscription.auth)
         try:
-            response = await self.client.post(
-                subscription.endpoint, content=payload, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            async with self.client.post(
+                subscription.endpoint, data=payload, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                detail = (await response.text(errors="replace"))[:200] if status >= 300 else ""
+                wait = response.headers.get("retry-after")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return Result("retry", detail=f"{type(exc).__name__}: {exc}")
-        status = response.status_code
-        await response.aclose()
         if 200 <= status < 300:
             return Result("sent", status)
         if status in (404, 410):
             return Result("gone", status)
         if status == 429 or status >= 500:
-            wait = rules.retry_after(response.headers.get("retry-after"), time.time())
-            return Result("retry", status, wait)
-        return Result("failed", status, detail=response.text[:200])
+            return Result("retry", status, rules.retry_after(wait, time.time()))
+        return Result("failed", status, detail=detail)
