@@ -155,8 +155,14 @@ async def test_a_restarted_worker_sends_nothing_twice(stack: Stack, service: Pus
     await subscribe(stack, service.browser("reader").subscription(edition="en"))
     flash = await stack.post(headline="Once", urgency=1)
     await wait_for(lambda: len(service.messages("reader")) == 1)
+    store = store_of(stack)
+    for _ in range(100):  # the success is recorded just after the push service's answer
+        if await store.delivered(flash["id"]):
+            break
+        await asyncio.sleep(0.02)
+    assert list((await store.delivered(flash["id"])).values()) == [1]
     state = await stack.broker.state("en")
-    worker = make_worker(stack.settings, stack.broker, store_of(stack))
+    worker = make_worker(stack.settings, stack.broker, store)
     worker._sender = await worker.sender_factory()
     for event in state.events:
         await worker.deliver(event)

@@ -139,7 +139,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
                 # Serve anyway: the API answers 503 until the store is back, and /readyz says so.
                 log.warning("store unreachable at start-up: %s", exc)
         sweeper = asyncio.create_task(expiry_sweeper(broker), name="expiry-sweeper")
-        pusher = start_push_worker(settings, broker, push_store)
+        pusher = start_push_worker(settings, broker)
         try:
             yield
         finally:

@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,26 @@ class WorkerOptions:
     live_url: str = "/live/{edition}"  # what a click opens for an item without a link
 
 
+class Inbox:
+    """Events handed over from the loop that follows the broker to the worker's loop, on
+    another thread: that loop only puts each event here (`put`, through
+    call_soon_threadsafe), so the publisher's own loop does no push work."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[EditionState | Event] = asyncio.Queue()
+
+    def put(self, entry: EditionState | Event) -> None:
+        self._queue.put_nowait(entry)
+
+    def clear(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def __aiter__(self) -> AsyncIterator[EditionState | Event]:
+        while True:
+            yield await self._queue.get()
+
+
 class PushWorker:
     def __init__(
         self,
@@ -51,7 +71,11 @@ class PushWorker:
         sender_factory: Callable[[], Awaitable[Sender | None]],
         editions: tuple[str, ...],
         options: WorkerOptions | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
+        """`inbox`: where another loop hands over the events it follows; without one, the
+        worker follows the broker itself."""
+        self.inbox = inbox
         self.broker = broker
         self.store = store
         self.sender_factory = sender_factory
@@ -71,6 +95,8 @@ class PushWorker:
             while True:
                 try:
                     if not await self._take_lease():
+                        if self.inbox is not None:
+                            self.inbox.clear()  # the lease holder delivers these
                         await asyncio.sleep(IDLE_SECONDS)
                         continue
                     await self._follow()
@@ -98,13 +124,26 @@ class PushWorker:
 
     async def _follow(self) -> None:
         done: dict[str, int] = {}  # edition -> offset delivered, within the current epoch
-        async for entry in self.broker.follow(self.editions):
+        events: AsyncIterator[EditionState | Event]
+        if self.inbox is None:
+            events = self.broker.follow(self.editions)
+        else:
+            # Events already in the inbox, or arriving while the states are read, that the
+            # states cover are skipped by their offsets.
+            for edition in self.editions:
+                await self._resume(await self.broker.state(edition), done)
+            events = aiter(self.inbox)
+        async for entry in events:
             if not await self._take_lease():
                 return  # another process delivers now
             if isinstance(entry, EditionState):
                 await self._resume(entry, done)
                 continue
             if entry.cursor.offset <= done.get(entry.edition, -1):
+                continue
+            if entry.cursor.offset != done.get(entry.edition, -1) + 1:
+                # Missed events (a follower that reconnected): the log fills the gap.
+                await self._resume(await self.broker.state(entry.edition), done)
                 continue
             await self.deliver(entry)
             await self.store.save_cursor(entry.edition, entry.cursor)
