@@ -39,6 +39,22 @@ def test_token_lifecycle(tmp_path: Path):
     assert ticker("token", "revoke", "amal", "--db", db).returncode != 0
 
 
+def test_push_keys_are_made_once_and_only_the_public_key_is_shown(tmp_path: Path):
+    db = str(tmp_path / "t.db")
+    assert ticker("push", "keys", "show", "--db", db).returncode != 0
+    created = ticker("push", "keys", "create", "--db", db)
+    assert created.returncode == 0, created.stderr
+    public = created.stdout.strip()
+    assert len(public) == 87 and public.startswith("B")  # 65 bytes, base64url: 0x04...
+    assert "private key stays" in created.stderr
+    assert "PRIVATE" not in created.stdout + created.stderr
+    again = ticker("push", "keys", "create", "--db", db)
+    assert again.returncode != 0 and "exist already" in again.stderr
+    assert ticker("push", "keys", "show", "--db", db).stdout.strip() == public
+    replaced = ticker("push", "keys", "create", "--replace", "--db", db)
+    assert replaced.returncode == 0 and replaced.stdout.strip() != public
+
+
 def test_publisher_and_hub_refuse_to_start_without_redis():
     for command in ("publisher", "hub"):
         result = ticker(command, env={"TICKER_REDIS_URL": ""})
@@ -187,6 +203,10 @@ BAD_SETTINGS = {
     "TICKER_EDITIONS=' , '": "comma-separated lowercase language codes like en,ar,es or "
     "pt-br, none twice",
     "TICKER_COALESCE_MS=nan": "a number of milliseconds, 0 or more",
+    "TICKER_PUSH_ALLOW_NETWORKS=10.0.0.0/33": "comma-separated networks like "
+    "10.1.0.0/16,127.0.0.1/32 where push endpoints may be",
+    "TICKER_PUSH_CONTACT=webmaster": "a mailto: address or an https:// URL where push "
+    "services can reach the operator",
 }
 COMMANDS = {
     "serve": ["serve"],

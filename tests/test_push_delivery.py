@@ -237,3 +237,29 @@ async def test_the_service_worker_is_served_for_the_whole_site(tmp_path: Path) -
         assert answer.headers["service-worker-allowed"] == "/"
         assert answer.headers["cache-control"] == "no-cache"
         assert "addEventListener" in answer.text
+
+
+async def test_metrics_count_what_was_sent_removed_and_how_late(
+    stack: Stack, service: PushService
+) -> None:
+    def sample(text: str, name: str) -> float:
+        found = [
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
+        ]
+        return sum(found)
+
+    before = (await stack.http.get("/metrics")).text
+    await subscribe(stack, service.browser("ok").subscription(edition="en"))
+    await subscribe(stack, service.browser("gone").subscription(edition="en"))
+    service.script("gone", (410, {}))
+    await stack.post(headline="Counted", urgency=1)
+    await wait_for(lambda: service.messages("ok") and service.attempts["gone"])
+    await asyncio.sleep(0.3)
+    after = (await stack.http.get("/metrics")).text
+    for name, grew in (
+        ('ticker_push_sent_total{kind="posted"}', 1),
+        ("ticker_push_removed_total", 1),
+        ("ticker_push_delay_seconds_count", 1),
+    ):
+        assert sample(after, name) - sample(before, name) == grew, name
+    assert "ticker_push_queue_depth 0.0" in after
