@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,54 @@ async def test_metrics_count_what_was_sent_removed_and_how_late(
     ):
         assert sample(after, name) - sample(before, name) == grew, name
     assert "ticker_push_queue_depth 0.0" in after
+
+
+async def test_subscribing_is_limited_per_address(tmp_path: Path, service: PushService) -> None:
+    async with Stack(
+        tmp_path, push_allow_networks=("127.0.0.0/8",), push_subscribe_rate="2/minute"
+    ) as running:
+        await push_store_for(running.broker).set_keys(new_keys())
+        for n in range(2):
+            answer = await subscribe(running, service.browser(f"r{n}").subscription(edition="en"))
+            assert answer.status_code == 201
+        answer = await subscribe(running, service.browser("r3").subscription(edition="en"))
+        assert answer.status_code == 429
+        assert answer.json()["error"] == "rate_limited"
+        assert 0 < int(answer.headers["retry-after"]) <= 60
+
+
+async def test_host_names_are_resolved_and_checked_before_sending() -> None:
+    from ticker.push.sender import Resolver
+
+    assert await Resolver(()).allowed_host("localhost", 443) is False
+    loopback = rules.parse_networks(["127.0.0.0/8", "::1/128"])
+    assert await Resolver(loopback).allowed_host("localhost", 443) is True
+    assert await Resolver(loopback).allowed_host("no-such-host.invalid", 443) is False
+
+
+async def test_a_name_that_now_points_inside_gets_nothing(
+    tmp_path: Path, service: PushService
+) -> None:
+    """A subscription whose host name resolves to an address that is not allowed (it may
+    have pointed elsewhere when the reader subscribed) is not sent to."""
+    async with Stack(tmp_path, push_allow_networks=("127.0.0.2/32",)) as running:
+        store = push_store_for(running.broker)
+        await store.set_keys(new_keys())
+        body = service.browser("renamed").subscription(edition="en")
+        sub = rules.parse(body, running.settings.vocabulary, rules.parse_networks(["0.0.0.0/0"]))
+        endpoint = f"http://localhost:{service.port}/push/renamed"  # 127.0.0.1 now
+        await store.add(replace(sub, id=rules.subscription_id(endpoint), endpoint=endpoint))
+        before = (await running.http.get("/metrics")).text
+        await running.post(headline="Flash", urgency=1)
+        refused = 'ticker_push_failed_total{reason="refused"}'
+        for _ in range(100):
+            after = (await running.http.get("/metrics")).text
+            if _sample(after, refused) > _sample(before, refused):
+                break
+            await asyncio.sleep(0.05)
+        assert _sample(after, refused) == _sample(before, refused) + 1
+        assert service.attempts["renamed"] == 0
+
+
+def _sample(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))

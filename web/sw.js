@@ -3,6 +3,10 @@
 // item is withdrawn. A click opens the item's link, or the live page of its edition.
 "use strict";
 
+// Links without a host (the live page, /live/en) are the publisher's: the widget names its
+// origin when it registers this worker (`?publisher=`); the publisher's own pages need not.
+const PUBLISHER = new URL(self.location.href).searchParams.get("publisher") || self.registration.scope;
+
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
@@ -41,5 +45,5 @@ self.addEventListener("push", (event) => {
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
   const url = (event.notification.data && event.notification.data.url) || "/";
-  event.waitUntil(self.clients.openWindow(new URL(url, self.registration.scope).href));
+  event.waitUntil(self.clients.openWindow(new URL(url, PUBLISHER).href));
 });

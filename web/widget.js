@@ -746,7 +746,9 @@
         say(t.pushDenied);
         return;
       }
-      await navigator.serviceWorker.register(worker);
+      const script = new URL(worker, location.href);
+      script.searchParams.set("publisher", new URL(BASE).origin);
+      await navigator.serviceWorker.register(script.href);
       const reg = await navigator.serviceWorker.ready;
       const key = await fetch(api("/api/push/key"), { credentials: "omit" });
       if (!key.ok) throw new Error(`push key: HTTP ${key.status}`);
