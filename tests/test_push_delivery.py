@@ -4,6 +4,7 @@ service running in the test (tests/pushservice.py), on both stores."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -315,3 +316,32 @@ async def test_a_name_that_now_points_inside_gets_nothing(
 
 def _sample(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def test_two_publishers_on_redis_deliver_once(
+    tmp_path: Path, redis_url: str, service: PushService
+) -> None:
+    """Every publisher process runs a worker; the lease lets one deliver at a time."""
+    from ticker.push.wiring import make_worker
+
+    async with Stack(
+        tmp_path, redis_url, push_allow_networks=("127.0.0.0/8",), push_subscribe_rate="off"
+    ) as running:
+        await push_store_for(running.broker).set_keys(new_keys())
+        other = make_worker(running.settings, running.broker, push_store_for(running.broker))
+        second = asyncio.create_task(other.run())
+        try:
+            for n in range(20):
+                await subscribe(running, service.browser(f"r{n}").subscription(edition="en"))
+            await asyncio.sleep(0.2)
+            for headline in ("One", "Two", "Three"):
+                await running.post(headline=headline, urgency=1)
+            await wait_for(lambda: len(service.delivered) >= 60)
+            await asyncio.sleep(1.0)
+        finally:
+            second.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await second
+        assert len(service.delivered) == 60
+        for n in range(20):
+            assert [m["headline"] for m in service.messages(f"r{n}")] == ["One", "Two", "Three"]

@@ -43,6 +43,10 @@ class WorkerOptions:
     live_url: str = "/live/{edition}"  # what a click opens for an item without a link
 
 
+class LeaseLost(Exception):
+    """Another process took over delivery (this one stalled past its lease)."""
+
+
 class Inbox:
     """Events handed over from the loop that follows the broker to the worker's loop, on
     another thread: that loop only puts each event here (`put`, through
@@ -104,6 +108,8 @@ class PushWorker:
                     raise
                 except BrokerError as exc:
                     log.warning("push delivery paused: %s", exc)
+                except LeaseLost as exc:
+                    log.info("push delivery handed over: %s", exc)
                 except Exception:
                     log.exception("push delivery failed; starting over from the saved cursors")
                 failures += 1
@@ -240,7 +246,15 @@ class PushWorker:
                     await self.store.mark_delivered(item["id"], version, batch)
                     continue
                 waker = asyncio.ensure_future(wake.wait())
-                done, _ = await asyncio.wait({*runners, waker}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {*runners, waker},
+                    timeout=LEASE_SECONDS / 3,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                # A flash to many takes longer than the lease: renew it as it goes, and stop
+                # if another process has taken over (it resumes from the saved records).
+                if not await self._take_lease():
+                    raise LeaseLost(f"{self.owner} lost the delivery lease")
                 waker.cancel()
                 wake.clear()
                 for task in done - {waker}:
