@@ -288,6 +288,7 @@ def render(r: dict[str, Any]) -> str:
         f"(x{r['streams']['ratio']}), {r['streams']['kb_per_stream']} KB per stream, "
         f"burst of 20 in {r['streams']['burst']['seconds_until_all']} s",
         archive.render(r["archive"]),
+        *_push_lines(r.get("push")),
         f"keepalive: ping every {r['keepalive']['ping_interval_s']} s, "
         f"{r['keepalive']['pings_answered']} pings answered, "
         f"{r['keepalive']['closed_by_server']} readers closed by the hub",
@@ -307,3 +308,16 @@ def render(r: dict[str, Any]) -> str:
         + "".join(f"\n  FAILED: {c['check']}" for c in r["summary"]["checks"] if not c["ok"]),
     ]
     return "\n".join(parts)
+
+
+def _push_lines(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    without, during = p["post_latency_without_push"], p["post_latency_while_pushing"]
+    return [
+        f"web push: a flash to {p['delivered']}/{p['subscriptions']} subscriptions, the first "
+        f"after {p['first_after_seconds']} s, all after {p['all_after_seconds']} s "
+        f"({p['pushes_per_second']} pushes/s); routine posts p50/p99 "
+        f"{without['p50_ms']}/{without['p99_ms']} ms without pushing, "
+        f"{during['p50_ms']}/{during['p99_ms']} ms while pushing"
+    ]

@@ -30,7 +30,7 @@ from typing import Any
 from ticker import config, eventloop
 from ticker.events import parse_cursor
 
-from . import archive, report
+from . import archive, push, report
 from .http import FILLER, HttpConnection, Poster
 from .procs import (
     BenchError,
@@ -79,6 +79,7 @@ class Options:
     archive_queries: int = 200  # per kind of archive query and store
     smoke: bool = False
     serve: bool = False  # one `ticker serve` on the embedded store instead of Redis
+    push_subscriptions: int = 100_000  # the Web Push phase: a flash to this many
 
     @property
     def client_processes(self) -> int:
@@ -246,6 +247,7 @@ class Bench:
     async def start(self) -> None:
         # The bench posts far faster than an editor may: it lifts the per-token post rate.
         env = {"TICKER_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1", "TICKER_POST_RATE": "off"}
+        env["TICKER_PUSH_ALLOW_NETWORKS"] = "127.0.0.0/8"  # the push phase's local push service
         if self.options.serve:
             self._start_serve(env)
         else:
@@ -864,8 +866,26 @@ class Bench:
         r["archive"] = await archive.measure(
             self.logdir, self.options.archive_items, self.options.archive_queries
         )
+        r["push"] = await self.measure_push()
         r["summary"] = report.summarize(r)
         return r
+
+    async def measure_push(self) -> dict[str, Any]:
+        store = (
+            ["--db", str(self.logdir / "ticker.db")]
+            if self.options.serve
+            else ["--redis-url", self.redis_url]
+        )
+        return await push.measure(
+            store=store,
+            publisher_port=self.publisher_port,
+            poster=self.poster,
+            token=self.token,
+            subscriptions=self.options.push_subscriptions,
+            routine_posts=50 if self.options.smoke else 300,
+            logdir=self.logdir,
+            seconds=self.options.timeout if self.options.smoke else 300.0,
+        )
 
     async def keepalive_state(self) -> dict[str, Any]:
         """Whether the readers stayed connected through the hub's keepalive."""
@@ -977,6 +997,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="measure one `ticker serve` (embedded store, publisher and hub in one process)",
     )
+    parser.add_argument(
+        "--push-subscriptions",
+        type=int,
+        default=100_000,
+        help="the Web Push phase: push a flash to this many subscriptions (300 with --smoke)",
+    )
     args = parser.parse_args(argv)
     options = Options(**{k: v for k, v in vars(args).items() if k != "smoke"})
     if args.smoke:
@@ -987,6 +1013,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         options.posts = 100
         options.archive_items, options.archive_queries = 300, 10
         options.timeout = 20.0
+        if args.push_subscriptions == 100_000:
+            options.push_subscriptions = 300
     if options.json_path is None:
         options.json_path = (
             Path(tempfile.gettempdir()) / "ticker-bench-smoke.json" if options.smoke else LATEST

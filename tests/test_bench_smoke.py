@@ -113,6 +113,15 @@ def test_smoke_run_delivers_everything_in_order(tmp_path: Path) -> None:
         assert positive(burst["seconds_until_all"]) and positive(burst["frames_per_client"])
     assert [b["mode"] for b in results["bursts"]] == ["concurrent", "sequential"]
 
+    # The Web Push phase: the flash reached every subscription's push service.
+    push = results["push"]
+    assert push["subscriptions"] == 300 and push["complete"] is True, push
+    assert push["delivered"] == 300 and push["incomplete_requests"] == 0
+    assert positive(push["pushes_per_second"]) and positive(push["all_after_seconds"])
+    for phase in ("post_latency_without_push", "post_latency_while_pushing"):
+        latency = push[phase]
+        assert latency["failed"] == 0 and 0 < latency["p50_ms"] <= latency["p99_ms"], phase
+
     storm = results["storm"]
     assert (storm["connected"], storm["failed"]) == (n, 0)
     assert (storm["resumed"], storm["resets"], storm["order_errors"]) == (n, 0, 0)

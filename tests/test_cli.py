@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -40,6 +41,29 @@ def test_token_lifecycle(tmp_path: Path):
     assert ticker("token", "revoke", "amal", "--db", db).returncode == 0
     assert ticker("token", "list", "--db", db).stdout == ""
     assert ticker("token", "revoke", "amal", "--db", db).returncode != 0
+
+
+def test_push_keys_are_made_once_and_only_the_public_key_is_shown(tmp_path: Path):
+    db = str(tmp_path / "t.db")
+    assert ticker("push", "keys", "show", "--db", db).returncode != 0
+    created = ticker("push", "keys", "create", "--db", db)
+    assert created.returncode == 0, created.stderr
+    public = created.stdout.strip()
+    assert len(public) == 87 and public.startswith("B")  # 65 bytes, base64url: 0x04...
+    assert "private key stays" in created.stderr
+    assert "PRIVATE" not in created.stdout + created.stderr
+    again = ticker("push", "keys", "create", "--db", db)
+    assert again.returncode != 0 and "exist already" in again.stderr
+    assert ticker("push", "keys", "show", "--db", db).stdout.strip() == public
+    replaced = ticker("push", "keys", "create", "--replace", "--db", db)
+    assert replaced.returncode == 0 and replaced.stdout.strip() != public
+    trail = ticker("audit", "--json", "--db", db)
+    entries = [json.loads(line) for line in trail.stdout.splitlines()]
+    assert [(e["action"], e["changes"]["public_key"]) for e in entries] == [
+        ("push.keys_replaced", [public, replaced.stdout.strip()]),
+        ("push.keys_created", [None, public]),
+    ]
+    assert all(e["actor"].startswith("shell:") for e in entries)
 
 
 def test_publisher_and_hub_refuse_to_start_without_redis():
@@ -192,6 +216,10 @@ BAD_SETTINGS = {
     "TICKER_COALESCE_MS=nan": "a number of milliseconds, 0 or more",
     "TICKER_EXPIRY_DEFAULT=1w": "a duration like 6h, 90m, 45s or 2d (or seconds), or off",
     "TICKER_MAX_PINNED=30": "a whole number from 0 to the live items' cap (20)",
+    "TICKER_PUSH_ALLOW_NETWORKS=10.0.0.0/33": "comma-separated networks like "
+    "10.1.0.0/16,127.0.0.1/32 where push endpoints may be",
+    "TICKER_PUSH_CONTACT=webmaster": "a mailto: address or an https:// URL where push "
+    "services can reach the operator",
 }
 COMMANDS = {
     "serve": ["serve"],

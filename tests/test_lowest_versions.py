@@ -176,3 +176,53 @@ def test_hub_and_publisher_work_with_the_lowest_websockets_starlette_and_uvicorn
     assert installed(out) == {
         name: Version(declared_floor(name)) for name in ("websockets", "starlette", "uvicorn")
     }
+
+
+def test_web_push_works_with_the_lowest_vapid_ece_cryptography_and_aiohttp():
+    """A push encrypted, signed and sent with the lowest versions, checked and decrypted by
+    the tests' push service."""
+    target = install("py-vapid", "http-ece", "cryptography", "aiohttp")
+    out = run_with(
+        target,
+        """
+        import asyncio, sys
+        import aiohttp, cryptography, http_ece, py_vapid
+        from importlib.metadata import version
+        from pushservice import PushService
+        from ticker.push import rules
+        from ticker.push.sender import Resolver, Sender, Signer, new_keys
+
+        for module in (aiohttp, cryptography, http_ece, py_vapid):
+            assert module.__file__.startswith(sys.argv[1]), module.__file__
+
+        async def main():
+            keys = new_keys()
+            service = PushService(keys.public_key).start()
+            try:
+                browser = service.browser("lowest")
+                body = browser.subscription(edition="en")
+                allowed = rules.parse_networks(["127.0.0.0/8"])
+                sub = rules.parse(body, __import__("ticker.config").config.Vocabulary(), allowed)
+                sender = Sender(Signer(keys, "mailto:desk@news.example"), Resolver(allowed))
+                try:
+                    result = await sender.send(
+                        sub, b'{"kind":"posted","id":"en-1"}', ttl=60, urgency="high", topic="en-1"
+                    )
+                finally:
+                    await sender.close()
+                assert result.outcome == "sent", result
+                assert service.problems == [], service.problems
+                assert service.messages("lowest") == [{"kind": "posted", "id": "en-1"}]
+            finally:
+                service.stop()
+
+        asyncio.run(main())
+        for name in ("py-vapid", "http-ece", "cryptography", "aiohttp"):
+            print(name, version(name))
+        """,
+        str(target),
+    )
+    assert installed(out) == {
+        name: Version(declared_floor(name))
+        for name in ("py-vapid", "http-ece", "cryptography", "aiohttp")
+    }

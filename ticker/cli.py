@@ -153,6 +153,24 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(prune)
     prune.set_defaults(run=_run(_archive_prune))
 
+    push = commands.add_parser("push", help="Web Push: the VAPID keys")
+    push_commands = push.add_subparsers(metavar="ACTION", required=True)
+    keys = push_commands.add_parser("keys", help="create or show the VAPID key pair")
+    keys_commands = keys.add_subparsers(metavar="ACTION", required=True)
+    keys_create = keys_commands.add_parser(
+        "create", help="make the key pair; prints the public key (the private key stays)"
+    )
+    keys_create.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace existing keys (every browser must subscribe again)",
+    )
+    _store_flags(keys_create)
+    keys_create.set_defaults(run=_run(_push_keys_create))
+    keys_show = keys_commands.add_parser("show", help="print the public key")
+    _store_flags(keys_show)
+    keys_show.set_defaults(run=_run(_push_keys_show))
+
     post = commands.add_parser("post", help="post an item from the shell")
     post.add_argument("headline")
     post.add_argument("--edition", "-e", default="en")
@@ -621,6 +639,43 @@ async def _archive_prune(settings: Settings, args: argparse.Namespace) -> None:
         for edition in args.edition or editions:
             removed = await broker.prune_archive(edition, before)
             print(f"{edition}: removed {removed} items posted before {args.before}")
+
+
+async def _push_keys_create(settings: Settings, args: argparse.Namespace) -> None:
+    from .push.sender import new_keys
+    from .push.store import push_store_for
+
+    async with _started(make_broker(settings)) as broker:
+        store = push_store_for(broker)
+        keys = new_keys()
+        before = await store.keys()
+        if not await store.set_keys(keys, replace=args.replace):
+            raise SystemExit(
+                "ticker: VAPID keys exist already (ticker push keys show); --replace makes "
+                "new ones, and every browser must then subscribe again"
+            )
+        # The public key only: the private key never leaves the store.
+        old = None if before is None else before.public_key
+        await broker.audit.record(
+            audit.for_operation(
+                "push.keys_replaced" if before else "push.keys_created",
+                subject="vapid",
+                by=_operator(),
+                changes={"public_key": [old, keys.public_key]},
+            )
+        )
+    print(keys.public_key)
+    print("# the VAPID public key; the private key stays in the store", file=sys.stderr)
+
+
+async def _push_keys_show(settings: Settings, args: argparse.Namespace) -> None:
+    from .push.store import push_store_for
+
+    async with _started(make_broker(settings)) as broker:
+        keys = await push_store_for(broker).keys()
+    if keys is None:
+        raise SystemExit("ticker: no VAPID keys yet: ticker push keys create")
+    print(keys.public_key)
 
 
 # --- clients ---------------------------------------------------------------------------------

@@ -145,6 +145,12 @@ class Settings:
     webhook_timeout: float = 15.0
     webhook_concurrency: int = 16
     webhook_allow_networks: tuple[str, ...] = ()
+    # Web Push (docs/push.md): who push services may contact, and how delivery behaves.
+    push_contact: str = "mailto:webmaster@localhost"
+    push_allow_networks: tuple[str, ...] = ()  # private networks push endpoints may be on
+    push_subscribe_rate: str = "20/minute"  # subscription changes per client address
+    push_concurrency: int = 64  # push messages in flight at once
+    push_ttl: int = 6 * 3600  # seconds a push service keeps an undelivered message
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     limits: Limits = field(default_factory=Limits)
 
@@ -370,6 +376,17 @@ def _network(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _contact(value: Any) -> bool:
+    """The VAPID `sub` claim: a mailto: address or an https:// URL (RFC 8292 section 2.1)."""
+    return isinstance(value, str) and bool(
+        re.fullmatch(r"mailto:[^@\s]+@[^@\s]+|https://[^\s/]+(/\S*)?", value)
+    )
+
+
+def _networks_or_none(value: Any) -> bool:
+    return value == () or _list_of(_network)(value)
 
 
 def _count_or_off(value: Any) -> bool:
@@ -600,6 +617,35 @@ SETTINGS: tuple[Setting, ...] = (
         _names,
         lambda v: v == () or _list_of(_network)(v),
         "comma-separated IP addresses or networks like 127.0.0.1,10.0.0.0/8, none twice",
+    ),
+    Setting(
+        "push_contact",
+        "TICKER_PUSH_CONTACT",
+        _word,
+        _contact,
+        "a mailto: address or an https:// URL where push services can reach the operator",
+    ),
+    Setting(
+        "push_allow_networks",
+        "TICKER_PUSH_ALLOW_NETWORKS",
+        _names,
+        _networks_or_none,
+        "comma-separated networks like 10.1.0.0/16,127.0.0.1/32 where push endpoints may be",
+    ),
+    Setting(
+        "push_subscribe_rate",
+        "TICKER_PUSH_SUBSCRIBE_RATE",
+        _lower,
+        _rate,
+        "rates like 20/minute, several joined by ; (each must hold), or off",
+    ),
+    Setting("push_concurrency", "TICKER_PUSH_CONCURRENCY", _integer, _positive_int, COUNT),
+    Setting(
+        "push_ttl",
+        "TICKER_PUSH_TTL",
+        _integer,
+        lambda v: _is_int(v, 0, 28 * 24 * 3600),
+        "a whole number of seconds from 0 to 2419200 (28 days)",
     ),
     Setting(
         "log_level",

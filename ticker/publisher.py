@@ -46,7 +46,10 @@ from .expiry import expiry_sweeper, retire_excess
 from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
-from .ratelimit import Limits, Verdict
+from .push.routes import PushApi
+from .push.store import push_store_for
+from .push.wiring import start_push_worker
+from .ratelimit import Limit, Limits, Verdict
 from .roles import ADMIN, CHIEF, Principal, RoleError
 from .schedule import release_worker
 from .static_assets import WidgetAssets
@@ -108,6 +111,8 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
     web = settings.web_dir
     assets = WidgetAssets(web)
     hooks = WebhookRoutes(settings, broker, api.principal, api.by)  # docs/webhooks.md
+    push_store = push_store_for(broker)
+    push = PushApi(settings, push_store, Limit("push", settings.push_subscribe_rate, guard.storage))
     routes = [
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
@@ -145,6 +150,12 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
         Route("/feeds/{edition}.json", api.feed_json, methods=["GET"]),
         Route("/live/{edition}", api.live, methods=["GET"]),
+        Route("/api/push/key", push.key, methods=["GET"]),
+        Route("/api/push/subscriptions", push.subscribe, methods=["POST"]),
+        Route("/api/push/subscriptions", push.preflight, methods=["OPTIONS"]),
+        Route("/api/push/subscriptions/{subscription_id}", push.unsubscribe, methods=["DELETE"]),
+        Route("/api/push/subscriptions/{subscription_id}", push.preflight_one, methods=["OPTIONS"]),
+        Route("/sw.js", push.service_worker, methods=["GET"]),
         *_pages({"/": web / "console.html", "/demo": web / "demo.html"}, assets),
         Mount("/static", assets.wrap(StaticFiles(directory=web, check_dir=False)), name="static"),
     ]
@@ -170,6 +181,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
                 ),
                 name="release-worker",
             ),
+            start_push_worker(settings, broker),
         ]
         hooks.start()
         try:

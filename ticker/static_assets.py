@@ -27,14 +27,18 @@ _BLOCK = re.compile(r"/\*.*?\*/\n?", re.S)
 _LINE = re.compile(r"^[ \t]*//.*\n", re.M)
 _TAIL = re.compile(r"(?<=[;{,)])[ \t]+// .*$", re.M)
 _BLANK = re.compile(r"\n[ \t]*\n+")
+_INDENT = re.compile(r"^[ \t]+", re.M)
 
 
 def strip_comments(text: str, *, script: bool) -> str:
     """Comments out: block comments, whole-line `//` comments and `// ` comments after a
-    statement. The widget's source keeps its comments; the wire does not need them."""
+    statement; and indentation, unless a template literal spans lines (its text would
+    change). The widget's source keeps its comments; the wire does not need them."""
     text = _BLOCK.sub("", text)
     if script:
         text = _TAIL.sub("", _LINE.sub("", text))
+    if not any(line.count("`") % 2 for line in text.splitlines()):
+        text = _INDENT.sub("", text)
     return _BLANK.sub("\n", text).strip() + "\n"
 
 

@@ -29,6 +29,13 @@
       reconnecting: "Reconnecting…",
       failed: "Ticker unavailable",
       empty: "No breaking news right now",
+      pushOn: "Get flash alerts",
+      pushOff: "Stop flash alerts",
+      pushSubscribed: "Flash alerts are on for this edition.",
+      pushUnsubscribed: "Flash alerts are off.",
+      pushUnsupported: "This browser cannot show flash alerts.",
+      pushDenied: "Notifications are blocked for this site (see the browser's site settings).",
+      pushFailed: "Flash alerts failed; try again later.",
     },
     ar: {
       breaking: "عاجل",
@@ -45,6 +52,13 @@
       reconnecting: "جارٍ إعادة الاتصال…",
       failed: "الشريط غير متاح",
       empty: "لا أخبار عاجلة الآن",
+      pushOn: "تلقَّ التنبيهات العاجلة",
+      pushOff: "أوقف التنبيهات العاجلة",
+      pushSubscribed: "التنبيهات العاجلة مفعّلة.",
+      pushUnsubscribed: "التنبيهات العاجلة متوقفة.",
+      pushUnsupported: "هذا المتصفح لا يعرض التنبيهات العاجلة.",
+      pushDenied: "الإشعارات محظورة لهذا الموقع.",
+      pushFailed: "تعذّر تفعيل التنبيهات.",
     },
     es: {
       breaking: "Última hora",
@@ -61,6 +75,13 @@
       reconnecting: "Reconectando…",
       failed: "Teletipo no disponible",
       empty: "No hay noticias de última hora",
+      pushOn: "Recibir alertas urgentes",
+      pushOff: "Dejar de recibir alertas",
+      pushSubscribed: "Alertas urgentes activadas.",
+      pushUnsubscribed: "Alertas urgentes desactivadas.",
+      pushUnsupported: "Este navegador no puede mostrar alertas.",
+      pushDenied: "Las notificaciones están bloqueadas para este sitio.",
+      pushFailed: "No se pudieron activar las alertas.",
     },
   };
 
@@ -637,7 +658,7 @@
   }
 
   /** Turn an element with data-ticker (data-edition, data-region, data-category, data-hub,
-   * data-dir, data-max-items, data-flash-minutes) into a live ticker. */
+   * data-dir, data-max-items, data-flash-minutes, data-push) into a live ticker. */
   function mount(root, options = {}) {
     if (root.ticker) return root.ticker;
     const data = root.dataset;
@@ -655,6 +676,16 @@
     // (docs/widget.md) does not shift.
     root.style.visibility = "hidden";
     cssReady.then(() => (root.style.visibility = ""));
+    const worker = options.push ?? data.push;
+    if (worker != null) {
+      pushControl(root, {
+        edition,
+        region: options.region || data.region,
+        category: options.category || data.category,
+        worker: worker || "/sw.js",
+        t: TEXT[edition] || TEXT.en,
+      });
+    }
     hubUrl(options.hub || data.hub).then((hub) => {
       view.connection = connect({
         hub,
@@ -669,6 +700,110 @@
       });
     });
     return view;
+  }
+
+  /** base64url text -> bytes, for PushManager.subscribe's applicationServerKey. */
+  const fromBase64Url = (text) =>
+    Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+
+  /**
+   * The opt-in for push notifications, after a ticker with data-push (the service worker's
+   * URL on this page's origin; /sw.js when empty). The browser asks for permission only
+   * after the reader clicks; an unsupported browser or a blocked permission is said in text.
+   */
+  function pushControl(root, { edition, region, category, worker, t }) {
+    const box = el("div", "ticker-push");
+    const button = el("button", "", t.pushOn);
+    button.type = "button";
+    button.setAttribute("aria-pressed", "false");
+    const status = el("p");
+    status.setAttribute("role", "status");
+    box.append(button, status);
+    root.after(box);
+    const say = (text) => (status.textContent = text);
+    const api = (path) => new URL(path, BASE).href;
+    const stored = `ticker-push:${edition}`;
+    let on = false;
+    const show = (now) => {
+      on = now;
+      button.textContent = now ? t.pushOff : t.pushOn;
+      button.setAttribute("aria-pressed", String(now));
+    };
+    if (!("serviceWorker" in navigator && "PushManager" in window && "Notification" in window)) {
+      button.disabled = true;
+      say(t.pushUnsupported);
+      return box;
+    }
+    if (Notification.permission === "denied") {
+      button.disabled = true;
+      say(t.pushDenied);
+      return box;
+    }
+    navigator.serviceWorker
+      .getRegistration(worker)
+      .then((reg) => reg && reg.pushManager.getSubscription())
+      .then((sub) => sub && localStorage.getItem(stored) && show(true))
+      .catch(() => {});
+
+    async function subscribe() {
+      if ((await Notification.requestPermission()) !== "granted") {
+        say(t.pushDenied);
+        return;
+      }
+      const script = new URL(worker, location.href);
+      script.searchParams.set("publisher", new URL(BASE).origin);
+      await navigator.serviceWorker.register(script.href);
+      const reg = await navigator.serviceWorker.ready;
+      const key = await fetch(api("/api/push/key"), { credentials: "omit" });
+      if (!key.ok) throw new Error(`push key: HTTP ${key.status}`);
+      const sub = await reg.pushManager.subscribe({
+        userVisibleOnly: true,
+        applicationServerKey: fromBase64Url((await key.json()).publicKey),
+      });
+      const choices = { edition };
+      if (region) choices.region = region;
+      if (category) choices.category = category;
+      const answer = await fetch(api("/api/push/subscriptions"), {
+        method: "POST",
+        credentials: "omit",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ ...sub.toJSON(), ...choices }),
+      });
+      if (!answer.ok) throw new Error(`push subscription: HTTP ${answer.status}`);
+      localStorage.setItem(stored, (await answer.json()).id);
+      show(true);
+      say(t.pushSubscribed);
+    }
+
+    async function unsubscribe() {
+      const reg = await navigator.serviceWorker.getRegistration(worker);
+      const sub = reg && (await reg.pushManager.getSubscription());
+      const id = localStorage.getItem(stored);
+      if (sub && id) {
+        await fetch(api(`/api/push/subscriptions/${encodeURIComponent(id)}`), {
+          method: "DELETE",
+          credentials: "omit",
+          headers: { "Push-Auth": sub.toJSON().keys.auth },
+        });
+      }
+      if (sub) await sub.unsubscribe();
+      localStorage.removeItem(stored);
+      show(false);
+      say(t.pushUnsubscribed);
+    }
+
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await (on ? unsubscribe() : subscribe());
+      } catch (err) {
+        say(t.pushFailed);
+        console.warn("ticker: push", err);
+      } finally {
+        button.disabled = Notification.permission === "denied";
+      }
+    });
+    return box;
   }
 
   const mountAll = () => document.querySelectorAll("[data-ticker]").forEach((root) => mount(root));

@@ -31,3 +31,9 @@ def test_widget_js_and_css_fit_in_10_kb_gzipped() -> None:
 def test_stripping_comments_keeps_the_code() -> None:
     source = 'const a = "http://x"; // note\n/* block\n */\n  // line\nb(); // end\nc("//x");\n'
     assert strip_comments(source, script=True) == 'const a = "http://x";\nb();\nc("//x");\n'
+
+
+def test_indentation_goes_unless_a_template_literal_spans_lines() -> None:
+    assert strip_comments("if (a) {\n    b();\n}\n", script=True) == "if (a) {\nb();\n}\n"
+    spanning = "const t = `one\n    two`;\n  x();\n"
+    assert strip_comments(spanning, script=True) == spanning

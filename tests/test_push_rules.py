@@ -1,0 +1,140 @@
+"""The pure rules of Web Push: subscriptions, matching, headers, retries."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from ticker.config import Vocabulary
+from ticker.push import rules
+
+ALLOWED = rules.parse_networks(["127.0.0.0/8"])
+P256DH = base64.urlsafe_b64encode(b"\x04" + os.urandom(64)).decode().rstrip("=")
+AUTH = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+def body(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "endpoint": "https://fcm.googleapis.com/fcm/send/abc",
+        "keys": {"p256dh": P256DH, "auth": AUTH},
+        "edition": "en",
+    }
+    return {**base, **changes}
+
+
+def test_a_browser_subscription_with_defaults() -> None:
+    sub = rules.parse(body(), Vocabulary(), ())
+    assert (sub.edition, sub.urgency, sub.region, sub.category) == ("en", 2, None, None)
+    assert sub.id == rules.subscription_id("https://fcm.googleapis.com/fcm/send/abc")
+    assert len(sub.id) == 22
+    chosen = rules.parse(body(region="europe", category="POLITICS", urgency=1), Vocabulary(), ())
+    assert (chosen.region, chosen.category, chosen.urgency) == ("Europe", "Politics", 1)
+    padded = body(keys={"p256dh": P256DH + "=" * (-len(P256DH) % 4), "auth": AUTH + "=="})
+    assert rules.parse(padded, Vocabulary(), ()).auth == AUTH
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"endpoint": "http://push.example/x"}, "endpoint"),
+        ({"endpoint": "ftp://push.example/x"}, "endpoint"),
+        ({"endpoint": "https://127.0.0.1/x"}, "endpoint"),
+        ({"endpoint": "https://10.1.2.3/x"}, "endpoint"),
+        ({"endpoint": "https://[::1]/x"}, "endpoint"),
+        ({"endpoint": "https://[::ffff:192.168.0.1]/x"}, "endpoint"),
+        ({"endpoint": "https://169.254.169.254/x"}, "endpoint"),
+        ({"endpoint": "https://localhost/x"}, "endpoint"),
+        ({"endpoint": "https://user:pw@push.example/x"}, "endpoint"),
+        ({"endpoint": "https://push.example:99999/x"}, "endpoint"),
+        ({"endpoint": "https://push.example/" + "x" * 2000}, "endpoint"),
+        ({"endpoint": None}, "endpoint"),
+        ({"keys": None}, "keys"),
+        ({"keys": {"auth": AUTH}}, "keys.p256dh"),
+        ({"keys": {"p256dh": P256DH[:-4], "auth": AUTH}}, "keys.p256dh"),
+        ({"keys": {"p256dh": "A" + P256DH[1:], "auth": AUTH}}, "keys.p256dh"),
+        ({"keys": {"p256dh": P256DH, "auth": AUTH + "AAAA"}}, "keys.auth"),
+        ({"keys": {"p256dh": P256DH, "auth": "***"}}, "keys.auth"),
+        ({"edition": "xx"}, "edition"),
+        ({"edition": None}, "edition"),
+        ({"urgency": 0}, "urgency"),
+        ({"urgency": True}, "urgency"),
+        ({"region": "Atlantis"}, "region"),
+        ({"category": 7}, "category"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_bad_subscriptions_name_the_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(rules.SubscriptionError) as caught:
+        rules.parse(body(**changes), Vocabulary(), ())
+    assert caught.value.field == field
+
+
+def test_allowed_networks_admit_local_push_services_over_http() -> None:
+    sub = rules.parse(body(endpoint="http://127.0.0.1:9999/push/x"), Vocabulary(), ALLOWED)
+    assert sub.endpoint == "http://127.0.0.1:9999/push/x"
+    with pytest.raises(rules.SubscriptionError):
+        rules.parse(body(endpoint="http://10.0.0.1/push/x"), Vocabulary(), ALLOWED)
+    with pytest.raises(rules.SubscriptionError):  # a name is not an address in the network
+        rules.parse(body(endpoint="http://push.example/x"), Vocabulary(), ALLOWED)
+
+
+def test_addresses() -> None:
+    assert rules.address_allowed("142.250.1.1", ())
+    assert rules.address_allowed("2a00:1450::1", ())
+    for private in ("127.0.0.1", "10.0.0.1", "172.16.0.1", "192.168.1.1", "::1", "fe80::1%eth0"):
+        assert not rules.address_allowed(private, ()), private
+    assert not rules.address_allowed("::ffff:10.0.0.1", ())
+    assert not rules.address_allowed("224.0.0.1", ())
+    assert not rules.address_allowed("not an address", ())
+    assert rules.address_allowed("127.0.0.5", ALLOWED)
+
+
+def test_who_gets_a_posted_item() -> None:
+    sub = rules.parse(body(region="Europe"), Vocabulary(), ())
+    item = {"edition": "en", "urgency": 1, "regions": ["Europe"], "categories": []}
+    assert rules.wants(sub, item)
+    assert rules.wants(sub, {**item, "urgency": 2})
+    assert not rules.wants(sub, {**item, "urgency": 3})
+    assert not rules.wants(sub, {**item, "regions": ["Asia"]})
+    assert not rules.wants(sub, {**item, "edition": "ar"})
+
+
+def test_topic_is_the_id_or_a_digest_of_it() -> None:
+    assert rules.topic("en-AbC_d-12345678") == "en-AbC_d-12345678"
+    long = rules.topic("en-" + "x" * 40)
+    assert len(long) == 32 and long.isascii()
+    assert rules.topic("pt.br:item") != "pt.br:item"
+    assert rules.topic("en-" + "x" * 40) == long  # the same id, the same topic
+
+
+def test_headers_and_message() -> None:
+    assert [rules.urgency_header(u) for u in (1, 2, 3, 9)] == ["high", "high", "normal", "normal"]
+    item = {"id": "en-1", "version": 2, "edition": "en", "headline": "Ä", "urgency": 1}
+    assert (
+        rules.message("corrected", item, "/live/en")
+        == (
+            '{"kind":"corrected","id":"en-1","version":2,"edition":"en","headline":"Ä",'
+            '"source":null,"urgency":1,"url":"/live/en"}'
+        ).encode()
+    )
+    assert rules.message("withdrawn", item, "/live/en") == (
+        b'{"kind":"withdrawn","id":"en-1","version":2}'
+    )
+
+
+def test_retry_after_and_backoff() -> None:
+    assert rules.retry_after("7", 0) == 7.0
+    assert rules.retry_after(None, 0) is None
+    assert rules.retry_after("soon", 0) is None
+    assert rules.retry_after("Wed, 21 Oct 2015 07:28:10 GMT", 1445412480.0) == 10.0
+    assert rules.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412490.0) == 0.0
+    assert [rules.backoff(a) for a in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+def test_the_auth_secret_when_unsubscribing() -> None:
+    assert rules.canonical_auth(AUTH + "==") == AUTH
+    for bad in ("", "short", "***" * 8):
+        with pytest.raises(rules.SubscriptionError):
+            rules.canonical_auth(bad)
