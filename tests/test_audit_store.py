@@ -296,3 +296,34 @@ async def test_redis_reads_a_bounded_part_of_each_stream_per_page(
         assert seen == list(reversed(wanted))
     finally:
         await broker.close()
+
+
+async def test_scheduling_writes_one_entry_per_change_and_none_on_a_conflict(
+    broker: Broker,
+) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    held = create(
+        {"edition": "en", "headline": "Embargoed", "publish_at": later},
+        editor="amal",
+        vocabulary=VOCABULARY,
+        limits=LIMITS,
+    )
+    await broker.schedule(held, audit=audit.for_item("scheduled", None, held, BY))
+    moved = correct(
+        held, {"headline": "Embargoed, moved"}, editor="amal", vocabulary=VOCABULARY, limits=LIMITS
+    )
+    await tick()
+    await broker.schedule(moved, 1, audit=audit.for_item("corrected", held, moved, BY))
+    with pytest.raises(VersionConflict):
+        await broker.unschedule(held.id, 1)  # it is at version 2 now
+    await tick()
+    await broker.unschedule(held.id, 2)  # an entry of the store's own making
+    found = await entries(broker, item=held.id)
+    assert [(e.action, e.actor) for e in found] == [
+        ("withdrawn", "amal"),
+        ("corrected", "amal"),
+        ("scheduled", "amal"),
+    ]
+    assert found[0].changes == {"status": ["scheduled", "withdrawn"]}
+    assert found[1].changes["headline"] == ["Embargoed", "Embargoed, moved"]
+    assert found[2].address == "203.0.113.7"

@@ -110,6 +110,23 @@ def for_item(kind: str, before: Item | None, after: Item, by: Request) -> AuditE
     )
 
 
+def for_schedule(action: str, item: Item) -> AuditEntry:
+    """The entry a store writes for a scheduled item kept (`scheduled`) or dropped
+    (`withdrawn`) by a caller that brought none."""
+    if action == "scheduled":
+        changes = item_changes(None, item)
+    else:
+        changes = {"status": ["scheduled", "withdrawn"]}
+    return AuditEntry(
+        action=action,
+        actor=item.editor,
+        role=None,
+        edition=item.edition,
+        item=item.id,
+        changes=changes,
+    )
+
+
 def for_change(kind: str, after: Item) -> AuditEntry:
     """The entry a store writes for a change that came without one: the expiry sweeper's
     (the service itself), or a direct caller of the broker. It knows the item after the

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -630,7 +631,12 @@ class _Api:
         if item.scheduled:
             published = await _call(
                 self.broker.schedule(
-                    item, idempotency_key=change.idempotency_key, fingerprint=change.fingerprint
+                    item,
+                    idempotency_key=change.idempotency_key,
+                    fingerprint=change.fingerprint,
+                    audit=None
+                    if change.audit is None
+                    else replace(change.audit, action="scheduled"),
                 )
             )
             self.scheduled_wake.set()
@@ -756,9 +762,11 @@ class _Api:
             return (await _pinned_within(self.limits.max_pinned, published)).item
         assert change.expected_version is not None
         if change.kind == "withdrawn":
-            await _call(self.broker.unschedule(change.item.id, change.expected_version))
+            await _call(
+                self.broker.unschedule(change.item.id, change.expected_version, audit=change.audit)
+            )
             return change.item
-        await _call(self.broker.schedule(change.item, change.expected_version))
+        await _call(self.broker.schedule(change.item, change.expected_version, audit=change.audit))
         self.scheduled_wake.set()
         return change.item
 

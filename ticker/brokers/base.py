@@ -199,8 +199,10 @@ class Broker(abc.ABC):
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        audit: AuditEntry | None = None,
     ) -> Published:
-        """Keep a scheduled item (status "scheduled", `publish_at` set) until it is due.
+        """Keep a scheduled item (status "scheduled", `publish_at` set) until it is due,
+        with its audit entry (or `audit.for_schedule`) in the same atomic step.
 
         A new one (`expected_version` None) must not exist, scheduled or live; an edit must
         find it scheduled at `expected_version`. Raises VersionConflict otherwise, and
@@ -208,9 +210,11 @@ class Broker(abc.ABC):
         The result's cursor is None."""
 
     @abc.abstractmethod
-    async def unschedule(self, item_id: str, expected_version: int) -> None:
-        """Drop a scheduled item before it goes live; VersionConflict unless it is still
-        scheduled at that version."""
+    async def unschedule(
+        self, item_id: str, expected_version: int, *, audit: AuditEntry | None = None
+    ) -> None:
+        """Drop a scheduled item before it goes live, with its audit entry in the same
+        atomic step; VersionConflict unless it is still scheduled at that version."""
 
     @abc.abstractmethod
     async def get_scheduled(self, item_id: str) -> Item | None:

@@ -539,6 +539,7 @@ class EmbeddedBroker(Broker):
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        audit: AuditEntry | None = None,
     ) -> Published:
         idem_key = f"{item.edition}:{idempotency_key}" if idempotency_key else None
         if item.publish_at is None:
@@ -559,6 +560,7 @@ class EmbeddedBroker(Broker):
                 "INSERT OR REPLACE INTO scheduled (id, edition, json, due_ms) VALUES (?, ?, ?, ?)",
                 (item.id, item.edition, item.to_json(), _ms(item.publish_at)),
             )
+            _append(db, audit or trail.for_schedule("scheduled", item))
             if idem_key is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
@@ -572,12 +574,17 @@ class EmbeddedBroker(Broker):
                 )
         return Published(item, None)
 
-    async def unschedule(self, item_id: str, expected_version: int) -> None:
+    async def unschedule(
+        self, item_id: str, expected_version: int, *, audit: AuditEntry | None = None
+    ) -> None:
         with self._guard(), self._transaction() as db:
-            waiting = self._scheduled_version(db, item_id)
+            row = db.execute("SELECT json FROM scheduled WHERE id = ?", (item_id,)).fetchone()
+            waiting = json.loads(row[0])["version"] if row else None
             if waiting != expected_version:
                 raise VersionConflict(item_id, waiting)
             db.execute("DELETE FROM scheduled WHERE id = ?", (item_id,))
+            held = Item.from_dict(json.loads(row[0]))
+            _append(db, audit or trail.for_schedule("withdrawn", held))
 
     async def get_scheduled(self, item_id: str) -> Item | None:
         with self._guard():

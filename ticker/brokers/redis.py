@@ -240,7 +240,7 @@ class RedisBroker(Broker):
             _lua("audit.lua", "revoke_token.lua")
         )
         self._lookup_token_script = self._redis.register_script(_lua("lookup_token.lua"))
-        self._schedule_script = self._redis.register_script(_lua("schedule.lua"))
+        self._schedule_script = self._redis.register_script(_lua("audit.lua", "schedule.lua"))
 
     def _client(self, retry: Retry) -> Any:
         # With maintenance notifications on, redis-py 8.1 stops checking pooled connections
@@ -599,11 +599,12 @@ class RedisBroker(Broker):
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        audit: AuditEntry | None = None,
     ) -> Published:
         if item.publish_at is None:
             raise ValueError("a scheduled item needs publish_at")
         keys = self._edition(item.edition)
-        script_keys = [keys.due, keys.waiting, keys.items]
+        script_keys = [keys.due, keys.waiting, keys.items, keys.audit]
         if idempotency_key is not None:
             script_keys.append(keys.idempotency(idempotency_key))
         args = [
@@ -615,6 +616,8 @@ class RedisBroker(Broker):
             fingerprint,
             self.idempotency_seconds,
             item.version,
+            (audit or trail.for_schedule("scheduled", item)).body_json(),
+            self.audit_minid(),
         ]
         with self._reachable():
             reply = await self._schedule_script(keys=script_keys, args=args)
@@ -628,12 +631,20 @@ class RedisBroker(Broker):
             raise VersionConflict(item.id, int(reply[1]) if len(reply) > 1 else None)
         return Published(item, None)
 
-    async def unschedule(self, item_id: str, expected_version: int) -> None:
+    async def unschedule(
+        self, item_id: str, expected_version: int, *, audit: AuditEntry | None = None
+    ) -> None:
         keys = self._edition(edition_of(item_id) or "")
+        if audit is None:  # a caller without an entry of its own: the item says who
+            held = await self.get_scheduled(item_id)
+            if held is None or held.version != expected_version:
+                raise VersionConflict(item_id, None if held is None else held.version)
+            audit = trail.for_schedule("withdrawn", held)
         args = ["cancel", item_id, expected_version, "", "", "", "", ""]
+        args += [audit.body_json(), self.audit_minid()]
         with self._reachable():
             reply = await self._schedule_script(
-                keys=[keys.due, keys.waiting, keys.items], args=args
+                keys=[keys.due, keys.waiting, keys.items, keys.audit], args=args
             )
         if reply[0] == b"conflict":
             raise VersionConflict(item_id, int(reply[1]) if len(reply) > 1 else None)

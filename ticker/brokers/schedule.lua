@@ -1,10 +1,17 @@
 -- Keep, change or drop a scheduled item, apart from the live ones: nothing is logged or
 -- announced, so no reader sees it before it is released (by publish.lua, which claims it).
--- KEYS: scheduled (due times), scheduled items, live items[, idempotency record]
+-- The change's audit entry is written in the same step (audit.lua).
+-- KEYS: scheduled (due times), scheduled items, live items, audit[, idempotency record]
 -- ARGV: 'put' or 'cancel', item id, expected version (or '' for a new item),
---       item JSON, due ms, fingerprint, idempotency ttl, item version
-local due, waiting, items, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local action, id, expected, item_json, due_ms, fingerprint, ttl, version = unpack(ARGV)
+--       item JSON, due ms, fingerprint, idempotency ttl, item version, audit entry JSON,
+--       audit MINID
+local due, waiting, items, audit, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local action, id, expected, item_json, due_ms, fingerprint, ttl, version, audit_entry,
+  audit_minid = unpack(ARGV)
+local unready = audit_ready(audit)
+if unready then
+  return unready
+end
 
 if idem then
   local seen = redis.call('HMGET', idem, 'fingerprint', 'id', 'version')
@@ -34,11 +41,13 @@ end
 if action == 'cancel' then
   redis.call('HDEL', waiting, id)
   redis.call('ZREM', due, id)
-  return {'cancelled'}
+  audit_append(audit, audit_entry, audit_minid)
+  return {'cancelled', held}
 end
 if not tonumber(due_ms) then
   return redis.error_reply('ERR due time must be a number of milliseconds')
 end
+audit_append(audit, audit_entry, audit_minid)
 redis.call('HSET', waiting, id, item_json)
 redis.call('ZADD', due, due_ms, id)
 if idem then
