@@ -270,6 +270,22 @@ def watched_context(browser: Browser, watch: PageWatch, **options: Any) -> Itera
     assert not watch.dialogs, f"a dialog opened: {watch.dialogs}"
 
 
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+def serious(page: Page) -> list[dict[str, Any]]:
+    """The serious and critical axe-core violations on the page as it is now (its CSP must
+    be bypassed for axe's script to be added)."""
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document)")
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 class NewsSite:
     """Another origin, like the news site that embeds the widget: static pages on a port
     of their own."""
