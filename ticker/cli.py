@@ -1,10 +1,12 @@
-"""The `ticker` command: serve, publisher, hub, token, post, tail."""
+"""The `ticker` command: serve, publisher, hub, token, audit, post, tail."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import getpass
+import json
 import logging
 import os
 import shutil
@@ -12,15 +14,17 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import config, eventloop
+from . import audit, auth, config, eventloop
 from .api_client import ApiError, PublisherClient, Unreachable
-from .auth import TokenError, create_token
+from .auth import TokenError
 from .brokers import make_broker
 from .brokers.base import Broker, BrokerError, BrokerMisconfigured, BrokerUnavailable
 from .config import Settings
+from .roles import RoleError, parse_editions, parse_roles
 from .supervisor import Supervisor, stop_with_parent
 
 # The servers (uvicorn, Starlette, websockets) are imported once the settings are read, so
@@ -88,19 +92,54 @@ def _parser() -> argparse.ArgumentParser:
     _worker_flags(hub, "hub_workers")
     hub.set_defaults(run=_supervised("hub", _hub, "hub_workers"))
 
-    token = commands.add_parser("token", help="create, list and revoke editor tokens")
+    token = commands.add_parser("token", help="create, list, revoke and rotate tokens")
     token_commands = token.add_subparsers(metavar="ACTION", required=True)
     create = token_commands.add_parser("create", help="create a token; it is printed once")
-    create.add_argument("name", help="the editor's name, recorded with every change")
+    create.add_argument("name", help="the holder's name, recorded with every change")
+    create.add_argument(
+        "--role",
+        default="editor",
+        help="editor (the default), chief or admin, or several: admin,editor",
+    )
+    create.add_argument("--editions", help="an editor's editions, e.g. en,ar (default: all)")
+    create.add_argument("--expires", help="90d, 12h or an ISO date (default: never)")
     _store_flags(create)
     create.set_defaults(run=_run(_token_create))
-    listing = token_commands.add_parser("list", help="list token names")
+    listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
     _store_flags(listing)
     listing.set_defaults(run=_run(_token_list))
     revoke = token_commands.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
     _store_flags(revoke)
     revoke.set_defaults(run=_run(_token_revoke))
+    rotate = token_commands.add_parser(
+        "rotate", help="a new secret for a token (same roles); the old one stops working"
+    )
+    rotate.add_argument("name")
+    _store_flags(rotate)
+    rotate.set_defaults(run=_run(_token_rotate))
+    migrate = token_commands.add_parser(
+        "migrate", help="give tokens made before roles existed their roles and editions"
+    )
+    migrate.add_argument("--role", required=True, help="e.g. editor or chief")
+    migrate.add_argument("--editions", help="for editors, e.g. en,ar (default: all)")
+    _store_flags(migrate)
+    migrate.set_defaults(run=_run(_token_migrate))
+
+    trail = commands.add_parser("audit", help="read the audit trail, newest first")
+    for name, text in (
+        ("item", "only this item's changes"),
+        ("editor", "only changes by this token name"),
+        ("edition", "only this edition's changes"),
+        ("from", "not before this ISO 8601 time"),
+        ("to", "not after this ISO 8601 time"),
+        ("cursor", "the cursor printed after the previous page"),
+        ("limit", f"at most this many (default {audit.DEFAULT_LIMIT})"),
+    ):
+        trail.add_argument(f"--{name}", dest=f"audit_{name}", help=text)
+    trail.add_argument("--json", action="store_true", help="one JSON object per line")
+    _store_flags(trail)
+    trail.set_defaults(run=_run(_audit))
 
     post = commands.add_parser("post", help="post an item from the shell")
     post.add_argument("headline")
@@ -322,7 +361,7 @@ def _print_urls(settings: Settings) -> None:
         f"  HTTP API          {base}/api/items?edition={settings.vocabulary.editions[0]}\n"
         f"  WebSocket hub     {settings.hub_url()}?edition={settings.vocabulary.editions[0]}\n"
         f"  store             {store}\n"
-        f"Create an editor token with: ticker token create YOUR-NAME",
+        f"Create an editor token with: ticker token create YOUR-NAME --role editor",
         flush=True,
     )
 
@@ -394,29 +433,121 @@ async def _hub(settings: Settings, args: argparse.Namespace) -> None:
 # --- tokens ----------------------------------------------------------------------------------
 
 
+def _usage(message: str) -> SystemExit:
+    """Bad input to a command: one line, and the usage-error status."""
+    print(f"ticker: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def _operator() -> audit.Request:
+    """Commands on the store's machine are recorded as the shell user who ran them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return audit.Request(actor=f"shell:{user}", role=audit.OPERATOR)
+
+
 async def _token_create(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        auth.check_name(args.name)
+        spec = auth.token_spec(
+            args.role,
+            args.editions,
+            args.expires,
+            known=settings.vocabulary.editions,
+            now=datetime.now(UTC),
+        )
+    except (TokenError, RoleError) as exc:
+        raise _usage(str(exc)) from None
     async with _started(make_broker(settings)) as broker:
         try:
-            token = await create_token(broker.tokens, args.name)
+            token = await auth.issue(broker.tokens, args.name, spec, _operator())
         except BrokerMisconfigured:
             raise
-        except (TokenError, BrokerError) as exc:
+        except BrokerError as exc:
             raise SystemExit(f"ticker: {exc}") from None
     print(token)
-    print(f"# token for {args.name}: shown once, stored only as a hash", file=sys.stderr)
+    scope = ",".join(spec.editions) if spec.editions else "all editions"
+    print(
+        f"# token for {args.name} ({','.join(spec.roles)}; {scope}; "
+        f"expires {spec.expires or 'never'}): shown once, stored only as a hash",
+        file=sys.stderr,
+    )
 
 
 async def _token_list(settings: Settings, args: argparse.Namespace) -> None:
     async with _started(make_broker(settings)) as broker:
-        for name, created in await broker.tokens.names():
-            print(f"{name}\t{created}")
+        for record in await broker.tokens.records():
+            shown = auth.describe(record, settings.legacy_token_role)
+            roles = ",".join(shown["roles"]) + (" (legacy)" if shown["legacy"] else "")
+            editions = ",".join(shown["editions"] or ["all"])
+            print(
+                f"{record.name}\t{roles}\t{editions}\texpires {record.expires or 'never'}"
+                f"\tcreated {record.created}\tlast used {record.last_used or 'never'}"
+            )
 
 
 async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
     async with _started(make_broker(settings)) as broker:
-        if not await broker.tokens.revoke(args.name):
+        if not await auth.revoke(broker.tokens, args.name, _operator()):
             raise SystemExit(f"ticker: no token named {args.name!r}")
     print(f"revoked {args.name}")
+
+
+async def _token_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    async with _started(make_broker(settings)) as broker:
+        token = await auth.rotate(broker.tokens, args.name, _operator())
+    if token is None:
+        raise SystemExit(f"ticker: no token named {args.name!r}")
+    print(token)
+    print(f"# new secret for {args.name}: the old one no longer works", file=sys.stderr)
+
+
+async def _token_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        roles = parse_roles(args.role)
+        editions = parse_editions(args.editions, settings.vocabulary.editions, roles)
+    except RoleError as exc:
+        raise _usage(str(exc)) from None
+    async with _started(make_broker(settings)) as broker:
+        names = await auth.migrate(broker.tokens, tuple(sorted(roles)), editions, _operator())
+    for name in names:
+        print(f"migrated {name}")
+    print(f"# {len(names)} token(s) given {','.join(sorted(roles))}", file=sys.stderr)
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> None:
+    given = {
+        name: value
+        for name in audit.FILTERS
+        if (value := getattr(args, f"audit_{name}", None)) is not None
+    }
+    try:
+        query = audit.parse_query(given, settings.vocabulary.editions)
+    except audit.AuditQueryError as exc:
+        raise _usage(f"--{exc.field}: {exc.message}") from None
+    async with _started(make_broker(settings)) as broker:
+        try:
+            page = await broker.audit.query(query, datetime.now(UTC))
+        except audit.AuditQueryError as exc:
+            raise _usage(f"--{exc.field}: {exc.message}") from None
+    for entry in page.entries:
+        if args.json:
+            print(json.dumps(entry.to_dict(), ensure_ascii=False))
+            continue
+        what = entry.item or entry.subject or ""
+        changes = ", ".join(
+            f"{field}: {json.dumps(before, ensure_ascii=False)} -> "
+            f"{json.dumps(after, ensure_ascii=False)}"
+            for field, (before, after) in entry.changes.items()
+        )
+        print(
+            f"{entry.at}\t{entry.actor}\t{entry.role or '-'}\t{entry.action}\t"
+            f"{entry.edition or '-'}\t{what}\t{entry.address or '-'}\t{changes}"
+        )
+    if page.cursor:
+        print(f"# more: --cursor {page.cursor}", file=sys.stderr)
 
 
 # --- clients ---------------------------------------------------------------------------------

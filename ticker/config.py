@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .roles import LEGACY_ROLES, ROLES
+
 DEFAULT_EDITIONS = ("en", "ar", "es")
 DEFAULT_REGIONS = (
     "Africa",
@@ -119,6 +121,10 @@ class Settings:
     hub_metrics_port: int | None = None
     # Peers whose X-Forwarded-For is believed: addresses or networks.
     trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
+    # How long the audit trail keeps an entry, in days.
+    audit_days: int = 90
+    # The roles of a token made before roles existed (every edition).
+    legacy_token_role: tuple[str, ...] = LEGACY_ROLES
     log_level: str = "info"
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     limits: Limits = field(default_factory=Limits)
@@ -487,6 +493,20 @@ SETTINGS: tuple[Setting, ...] = (
         _names,
         _list_of(_network),
         "comma-separated IP addresses or networks like 127.0.0.1,10.0.0.0/8, none twice",
+    ),
+    Setting(
+        "audit_days",
+        "TICKER_AUDIT_DAYS",
+        _integer,
+        lambda v: _is_int(v, 1, 36500),
+        "a whole number of days, 1-36500",
+    ),
+    Setting(
+        "legacy_token_role",
+        "TICKER_LEGACY_TOKEN_ROLE",
+        _names,
+        _list_of(lambda v: v in ROLES),
+        f"one or more of {', '.join(ROLES)}, comma-separated, none twice",
     ),
     Setting(
         "log_level",

@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .config import Settings
+from .roles import ROLES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 ERROR_CODES = {
     400: "A bad parameter, header or JSON body; `message` says which.",
-    401: "No token, or an unknown or revoked one.",
+    401: "No token, or an unknown, revoked (`token_revoked`) or expired (`token_expired`) one.",
+    403: "The token's roles or editions do not allow this; `message` names what is needed.",
     404: "No such live item (withdrawn, expired or never posted).",
     409: "The item kept changing under three attempts in a row.",
     413: "The body is over the size limit.",
@@ -288,5 +290,111 @@ def _schemas(
             "type": "object",
             "required": ["status"],
             "properties": {"status": {"type": "string"}},
+        },
+        **_admin_schemas(editions),
+    }
+
+
+def _admin_schemas(editions: tuple[str, ...]) -> dict[str, Any]:
+    roles = {"type": "array", "items": {"type": "string", "enum": list(ROLES)}}
+    scope = {
+        "type": ["array", "null"],
+        "items": {"type": "string", "enum": list(editions)},
+        "description": "the editions of an editor's scope; null: every edition",
+    }
+    time = {"type": ["string", "null"], "format": "date-time"}
+    token = {
+        "type": "object",
+        "required": ["name", "roles", "editions", "expires"],
+        "properties": {
+            "name": {"type": "string"},
+            "roles": roles,
+            "editions": scope,
+            "expires": time,
+            "created": {"type": "string", "format": "date-time"},
+            "last_used": time,
+            "legacy": {"type": "boolean", "description": "made before roles existed"},
+        },
+    }
+    return {
+        "Whoami": {
+            "type": "object",
+            "required": ["editor", "name", "roles", "editions", "expires"],
+            "properties": {
+                "editor": {"type": "string"},
+                "name": {"type": "string"},
+                "roles": roles,
+                "editions": scope,
+                "expires": time,
+            },
+        },
+        "Token": token,
+        "TokenList": {
+            "type": "object",
+            "required": ["tokens"],
+            "properties": {
+                "tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}
+            },
+        },
+        "NewToken": {
+            "type": "object",
+            "required": ["name", "roles"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"},
+                "roles": {"oneOf": [roles, {"type": "string", "description": "comma-separated"}]},
+                "editions": {**scope, "description": "only with the editor role; null: all"},
+                "expires": {
+                    "type": ["string", "null"],
+                    "description": "a duration like 90d or 12h, or an ISO 8601 date or time",
+                },
+            },
+        },
+        "CreatedToken": {
+            "type": "object",
+            "required": ["name", "token"],
+            "properties": {
+                "name": {"type": "string"},
+                "token": {"type": "string", "description": "the secret: shown this once"},
+                "roles": roles,
+                "editions": scope,
+                "expires": time,
+            },
+        },
+        "AuditEntry": {
+            "type": "object",
+            "required": ["id", "at", "actor", "action"],
+            "properties": {
+                "id": {"type": "string"},
+                "at": {"type": "string", "format": "date-time"},
+                "actor": {"type": "string", "description": "a token name, or system"},
+                "role": {"type": ["string", "null"]},
+                "action": {
+                    "type": "string",
+                    "description": "posted, corrected, withdrawn, expired, token.created, "
+                    "token.revoked, token.rotated, token.migrated",
+                },
+                "edition": {"type": ["string", "null"]},
+                "item": {"type": ["string", "null"]},
+                "subject": {"type": ["string", "null"], "description": "e.g. a token's name"},
+                "address": {"type": ["string", "null"]},
+                "user_agent": {"type": ["string", "null"]},
+                "changes": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 2},
+                    "description": "field: [before, after]",
+                },
+            },
+        },
+        "AuditPage": {
+            "type": "object",
+            "required": ["entries", "cursor"],
+            "properties": {
+                "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                "cursor": {
+                    "type": ["string", "null"],
+                    "description": "pass as `cursor` for the next, older page; null at the end",
+                },
+            },
         },
     }

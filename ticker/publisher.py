@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +24,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import catchup, feeds, live_page, ninjs, openapi
+from . import audit, auth, catchup, feeds, live_page, ninjs, openapi
 from . import items as rules
 from . import publisher_metrics as metrics
-from .auth import editor_for
 from .bodylimit import BodyLimit
 from .brokers.base import (
     Broker,
+    BrokerError,
     BrokerUnavailable,
     Change,
     IdempotencyMismatch,
@@ -43,6 +44,7 @@ from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
 from .ratelimit import Limits, Verdict
+from .roles import ADMIN, CHIEF, Principal, RoleError
 from .static_assets import WidgetAssets
 
 log = logging.getLogger("ticker.publisher")
@@ -50,6 +52,14 @@ T = TypeVar("T")
 
 RETRY_AFTER_SECONDS = 2
 CORRECTION_RETRIES = 3
+LAST_USED_EVERY = 60.0  # seconds: how often a token's last use is written, per process
+# What `_Api.principal(request, need=...)` asks of a token, and the 403 when it falls short.
+NEEDS = {
+    None: (lambda p: True, ""),
+    "post": (lambda p: p.can_post_anywhere, "this needs the editor or chief role"),
+    "admin": (lambda p: p.is_admin, "this needs the admin role"),
+    "audit": (lambda p: p.is_admin or p.is_chief, "this needs the chief or admin role"),
+}
 
 
 class ApiError(Exception):
@@ -111,6 +121,11 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.correct_item, methods=["PATCH"]),
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
         Route("/api/events", api.events, methods=["GET"]),
+        Route("/api/tokens", api.list_tokens, methods=["GET"]),
+        Route("/api/tokens", api.create_token, methods=["POST"]),
+        Route("/api/tokens/{name}", api.revoke_token, methods=["DELETE"]),
+        Route("/api/tokens/{name}/rotate", api.rotate_token, methods=["POST"]),
+        Route("/api/audit", api.audit, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/feeds/{edition}.rss", api.feed_rss, methods=["GET"]),
         Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
@@ -210,6 +225,8 @@ class _Api:
         self._openapi: dict[str, Any] | None = None
         self.freshness = feeds.Freshness()
         self.cursors = CursorCache(broker)  # what conditional GETs compare against
+        self._used: dict[str, float] = {}  # token name -> when its last use was written
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- public ---------------------------------------------------------------------------
 
@@ -446,24 +463,26 @@ class _Api:
     # --- editors --------------------------------------------------------------------------
 
     @operation(
-        "The editor a token belongs to",
-        responses={200: ("the editor", {"type": "object", "required": ["editor"]})},
+        "Who a token belongs to: its name, roles, editions (null: all) and expiry",
+        responses={200: ("the token's holder", ref("Whoami"))},
         errors=(503,),
         editor=True,
     )
     async def whoami(self, request: Request) -> Response:
-        return JSONResponse({"editor": await self._editor(request)})
+        principal = await self.principal(request)
+        return JSONResponse({"editor": principal.name, **principal.to_dict()})
 
     @operation(
         "Post an item",
         body=ref("NewItem"),
         responses={201: ("the item as posted (or as first posted, on a retry)", ref("Item"))},
-        errors=(400, 413, 415, 422, 503),
+        errors=(400, 403, 413, 415, 422, 503),
         editor=True,
         idempotent_post=True,
     )
     async def post_item(self, request: Request) -> Response:
-        editor = await self._editor(request)
+        principal = await self.principal(request, need="post")
+        editor = principal.name
         key = _idempotency_key(request)
         payload = await _read_json(request, self.limits.body_max_bytes)
         item = _validated(
@@ -471,11 +490,13 @@ class _Api:
                 payload, editor=editor, vocabulary=self.vocabulary, limits=self.limits
             )
         )
+        _in_scope(principal, item)
         change = Change(
             "posted",
             item,
             idempotency_key=f"{editor}:{key}" if key else None,
             fingerprint=rules.fingerprint(payload),
+            audit=audit.for_item("posted", None, item, self.by(request, principal)),
         )
         try:
             published = await _call(self.broker.publish(change))
@@ -498,21 +519,29 @@ class _Api:
         params=(path("item_id", "the item's id"),),
         body=ref("Correction"),
         responses={200: ("the corrected item", ref("Item"))},
-        errors=(400, 404, 409, 413, 415, 422, 503),
+        errors=(400, 403, 404, 409, 413, 415, 422, 503),
         editor=True,
     )
     async def correct_item(self, request: Request) -> Response:
-        editor = await self._editor(request)
+        principal = await self.principal(request, need="post")
+        editor = principal.name
         payload = await _read_json(request, self.limits.body_max_bytes)
         item_id = request.path_params["item_id"]
+        by = self.by(request, principal)
 
         def make(current: Item) -> Change:
+            _in_scope(principal, current)
             corrected = _validated(
                 lambda: rules.correct(
                     current, payload, editor=editor, vocabulary=self.vocabulary, limits=self.limits
                 )
             )
-            return Change("corrected", corrected, expected_version=current.version)
+            return Change(
+                "corrected",
+                corrected,
+                expected_version=current.version,
+                audit=audit.for_item("corrected", current, corrected, by),
+            )
 
         pinned = isinstance(payload, dict) and "version" in payload
         item = await self._change(item_id, make, retry=not pinned)
@@ -523,18 +552,23 @@ class _Api:
         "Withdraw a live item",
         params=(path("item_id", "the item's id"),),
         responses={200: ("the withdrawn item", ref("Item"))},
-        errors=(404, 409, 503),
+        errors=(403, 404, 409, 503),
         editor=True,
     )
     async def withdraw_item(self, request: Request) -> Response:
-        editor = await self._editor(request)
+        principal = await self.principal(request, need="post")
+        editor = principal.name
         item_id = request.path_params["item_id"]
+        by = self.by(request, principal)
 
         def make(current: Item) -> Change:
+            _in_scope(principal, current)
+            withdrawn = rules.withdraw(current, editor=editor)
             return Change(
                 "withdrawn",
-                rules.withdraw(current, editor=editor),
+                withdrawn,
                 expected_version=current.version,
+                audit=audit.for_item("withdrawn", current, withdrawn, by),
             )
 
         item = await self._change(item_id, make, retry=True)
@@ -571,27 +605,231 @@ class _Api:
             )
         return item
 
-    async def _editor(self, request: Request) -> str:
-        """The editor whose token the request carries, within their budget of changes.
+    async def principal(self, request: Request, need: str | None = None) -> Principal:
+        """The holder of the request's token, allowed what `need` asks: None (any valid
+        token), "post" (editor or chief), "admin", or "audit" (chief or admin). Every
+        handler that takes a token calls this, once, first: one read of the store.
 
-        Failed authentications count against the address: past its limit, a failure is a
-        429, so guessing tokens costs a whole window per handful of guesses. A good token
-        always passes, so a stranger failing from a newsroom's shared address cannot lock
-        its editors out, and a valid request costs no extra read of the limiter."""
-        editor = await _call(editor_for(self.broker.tokens, request.headers.get("authorization")))
-        if editor is None:
+        401 says whether the token is missing or unknown, revoked or expired; 403 names
+        the role needed. Failed authentications count against the address: past its
+        limit, a failure is a 429, so guessing tokens costs a whole window per handful of
+        guesses. A good token always passes, so a stranger failing from a newsroom's
+        shared address cannot lock its editors out. Changes count against the token."""
+        try:
+            principal, record = await _call(
+                auth.authenticate(
+                    self.broker.tokens,
+                    request.headers.get("authorization"),
+                    legacy_roles=self.settings.legacy_token_role,
+                    now=datetime.now(UTC),
+                )
+            )
+        except auth.Unauthenticated as exc:
             metrics.AUTH_FAILURES.inc()
             address = request.client.host if request.client else "unknown"
             _within(await self.guard.auth_failures.hit(address), "auth_failures")
+            code = {"revoked": "token_revoked", "expired": "token_expired"}
             raise ApiError(
                 401,
-                "unauthorized",
-                "an editor token is required: Authorization: Bearer <token>",
+                code.get(exc.reason, "unauthorized"),
+                exc.message,
                 headers={"WWW-Authenticate": 'Bearer realm="ticker"'},
+            ) from None
+        allowed, refusal = NEEDS[need]
+        if not allowed(principal):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"{refusal}; token {principal.name!r} has {', '.join(sorted(principal.roles))}",
             )
         if request.method in ("POST", "PATCH", "DELETE"):
-            _within(await self.guard.posts.hit(editor), "posts")
-        return editor
+            _within(await self.guard.posts.hit(principal.name), "posts")
+        self._note_use(record.name)
+        return principal
+
+    def by(self, request: Request, principal: Principal, role: str | None = None) -> audit.Request:
+        """Who made a change and from where, for its audit entry. The address is the
+        client's as uvicorn reads it, X-Forwarded-For believed only from
+        TICKER_TRUSTED_PROXIES."""
+        return audit.Request(
+            actor=principal.name,
+            role=role or principal.acting_role(),
+            address=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+        )
+
+    def _note_use(self, name: str) -> None:
+        """Write when a token was last used, at most once a minute per token and process,
+        in the background: a post never waits for it, and a failure only costs the note."""
+        now = time.monotonic()
+        if now - self._used.get(name, float("-inf")) < LAST_USED_EVERY:
+            return
+        if len(self._used) > 10_000:
+            self._used.clear()
+        self._used[name] = now
+        task = asyncio.create_task(self._touch(name))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _touch(self, name: str) -> None:
+        try:
+            await self.broker.tokens.touch(name, rules.now_iso())
+        except BrokerError as exc:
+            log.debug("could not note the use of token %s: %s", name, exc)
+
+    # --- admins ---------------------------------------------------------------------------
+
+    @operation(
+        "The tokens that are not revoked (never their secrets); admins only",
+        responses={200: ("the tokens", ref("TokenList"))},
+        errors=(403, 503),
+        editor=True,
+        tags=("admin",),
+    )
+    async def list_tokens(self, request: Request) -> Response:
+        await self.principal(request, need="admin")
+        records = await _call(self.broker.tokens.records())
+        legacy = self.settings.legacy_token_role
+        return JSONResponse({"tokens": [auth.describe(r, legacy) for r in records]})
+
+    @operation(
+        "Create a token; its secret is in this answer only; admins only",
+        body=ref("NewToken"),
+        responses={201: ("the token and its secret", ref("CreatedToken"))},
+        errors=(400, 403, 409, 413, 415, 422, 503),
+        editor=True,
+        tags=("admin",),
+    )
+    async def create_token(self, request: Request) -> Response:
+        principal = await self.principal(request, need="admin")
+        payload = await _read_json(request, self.limits.body_max_bytes)
+        if not isinstance(payload, dict):
+            raise ApiError(422, "invalid", "the body is a JSON object", fields={"body": "object"})
+        unknown = sorted(set(payload) - {"name", "roles", "editions", "expires"})
+        if unknown:
+            field = str(unknown[0])[:40]
+            raise ApiError(422, "invalid", f"{field}: unknown field", fields={field: "unknown"})
+        name = payload.get("name")
+        try:
+            if not isinstance(name, str):
+                raise auth.TokenError("a token name is a string")
+            auth.check_name(name)
+        except auth.TokenError as exc:
+            raise ApiError(422, "invalid", f"name: {exc}", fields={"name": str(exc)}) from None
+        try:
+            spec = auth.token_spec(
+                payload.get("roles"),
+                payload.get("editions"),
+                payload.get("expires"),
+                known=self.vocabulary.editions,
+                now=datetime.now(UTC),
+            )
+        except RoleError as exc:
+            field = "roles" if exc.field == "role" else exc.field
+            raise ApiError(
+                422, "invalid", f"{field}: {exc.message}", fields={field: exc.message}
+            ) from None
+        try:
+            secret = await _call(
+                auth.issue(self.broker.tokens, name, spec, self.by(request, principal, ADMIN))
+            )
+        except BrokerError as exc:
+            if isinstance(exc, BrokerUnavailable):
+                raise
+            raise ApiError(409, "conflict", str(exc), fields={"name": "taken"}) from None
+        log.info("token %s created by %s", name, principal.name)
+        body = {
+            "name": name,
+            "roles": list(spec.roles),
+            "editions": None if spec.editions is None else list(spec.editions),
+            "expires": spec.expires,
+            "token": secret,
+        }
+        return JSONResponse(body, status_code=201)
+
+    @operation(
+        "Revoke a token: it stops working on the next request; admins only",
+        params=(path("name", "the token's name"),),
+        responses={200: ("revoked", {"type": "object"})},
+        errors=(403, 404, 503),
+        editor=True,
+        tags=("admin",),
+    )
+    async def revoke_token(self, request: Request) -> Response:
+        principal = await self.principal(request, need="admin")
+        name = request.path_params["name"]
+        by = self.by(request, principal, ADMIN)
+        if not await _call(auth.revoke(self.broker.tokens, name, by)):
+            raise _no_token(name)
+        log.info("token %s revoked by %s", name, principal.name)
+        return JSONResponse({"revoked": name})
+
+    @operation(
+        "A new secret for a token, same name, roles and scope; the old one stops working",
+        params=(path("name", "the token's name"),),
+        responses={200: ("the new secret", ref("CreatedToken"))},
+        errors=(403, 404, 503),
+        editor=True,
+        tags=("admin",),
+    )
+    async def rotate_token(self, request: Request) -> Response:
+        principal = await self.principal(request, need="admin")
+        name = request.path_params["name"]
+        by = self.by(request, principal, ADMIN)
+        secret = await _call(auth.rotate(self.broker.tokens, name, by))
+        if secret is None:
+            raise _no_token(name)
+        log.info("token %s rotated by %s", name, principal.name)
+        return JSONResponse({"name": name, "token": secret})
+
+    @operation(
+        "The audit trail, newest first; chiefs and admins only",
+        params=(
+            query("item", {"type": "string"}, "only this item's changes"),
+            query("editor", {"type": "string"}, "only changes by this token name"),
+            query("edition", {"type": "string"}, "only this edition's changes"),
+            query("from", {"type": "string", "format": "date-time"}, "not before (ISO 8601)"),
+            query("to", {"type": "string", "format": "date-time"}, "not after (ISO 8601)"),
+            query("cursor", {"type": "string"}, "the `cursor` of the previous page"),
+            query(
+                "limit", {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}, "at most"
+            ),
+        ),
+        responses={200: ("a page of entries", ref("AuditPage"))},
+        errors=(400, 403, 503),
+        editor=True,
+        tags=("admin",),
+    )
+    async def audit(self, request: Request) -> Response:
+        await self.principal(request, need="audit")
+        params = request.query_params
+        if any(len(params.getlist(name)) > 1 for name in params):
+            raise ApiError(400, "invalid_parameter", "each parameter may be given once")
+        try:
+            wanted = audit.parse_query(dict(params), self.vocabulary.editions)
+            page = await _call(self.broker.audit.query(wanted, datetime.now(UTC)))
+        except audit.AuditQueryError as exc:
+            raise ApiError(
+                400, "invalid_parameter", str(exc), fields={exc.field: exc.message}
+            ) from None
+        return JSONResponse({"entries": [e.to_dict() for e in page.entries], "cursor": page.cursor})
+
+
+def _no_token(name: str) -> ApiError:
+    return ApiError(404, "not_found", f"no token named {name[:64]!r} (or it is revoked)")
+
+
+def _in_scope(principal: Principal, item: Item) -> None:
+    """An editor works in the editions of its scope; a chief everywhere."""
+    if not principal.can_post(item.edition):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"token {principal.name!r} may not change items in edition {item.edition!r}: "
+            f"it is not in its editions ({', '.join(principal.editions or ())}); this needs "
+            f"an editor of {item.edition!r} or the {CHIEF} role",
+            fields={"edition": "out of scope"},
+        )
 
 
 _LIMITED = {

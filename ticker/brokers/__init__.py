@@ -23,6 +23,7 @@ def make_broker(settings: Settings, *, exclusive: bool = False) -> Broker:
             editions=editions,
             history=limits.history,
             idempotency_seconds=limits.idempotency_seconds,
+            audit_days=settings.audit_days,
         )
     from .embedded import EmbeddedBroker
 
@@ -32,4 +33,5 @@ def make_broker(settings: Settings, *, exclusive: bool = False) -> Broker:
         history=limits.history,
         idempotency_seconds=limits.idempotency_seconds,
         exclusive=exclusive,
+        audit_days=settings.audit_days,
     )

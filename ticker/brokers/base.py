@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..audit import AuditEntry, AuditPage, AuditQuery
 from ..events import ChangeKind, Cursor, EditionState, Event
 from ..items import Item, edition_of
 
@@ -51,6 +52,9 @@ class Change:
     expected_version: int | None = None
     idempotency_key: str | None = None
     fingerprint: str = ""
+    # Written with the change, in the same atomic step; without one the store writes
+    # `audit.for_change` (the expiry sweeper's changes are the service's own).
+    audit: AuditEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,23 +175,135 @@ class Broker(abc.ABC):
     def tokens(self) -> TokenStore:
         """The editor tokens kept in the same store, on the same connection."""
 
+    @property
+    @abc.abstractmethod
+    def audit(self) -> AuditLog:
+        """The audit trail kept in the same store."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token as stored. `roles` None is a token made before roles existed (the
+    publisher gives it TICKER_LEGACY_TOKEN_ROLE); `editions` None is every edition.
+    `revoked` is true for a revoked token, and for a secret that was rotated out."""
+
+    name: str
+    digest: str
+    created: str
+    roles: tuple[str, ...] | None = None
+    editions: tuple[str, ...] | None = None
+    expires: str | None = None
+    last_used: str | None = None
+    revoked: bool = False
+
+    def scope(self) -> dict[str, Any]:
+        """What the stores keep besides the name and the digest."""
+        return {
+            "created": self.created,
+            "roles": None if self.roles is None else list(self.roles),
+            "editions": None if self.editions is None else list(self.editions),
+            "expires": self.expires,
+        }
+
+    @classmethod
+    def from_stored(
+        cls, name: str, data: dict[str, Any], *, last_used: str | None = None
+    ) -> TokenRecord:
+        roles, editions = data.get("roles"), data.get("editions")
+        return cls(
+            name=name,
+            digest=data.get("digest", ""),
+            created=data.get("created", ""),
+            roles=None if roles is None else tuple(roles),
+            editions=None if editions is None else tuple(editions),
+            expires=data.get("expires"),
+            last_used=last_used,
+            revoked=bool(data.get("revoked")),
+        )
+
 
 class TokenStore(abc.ABC):
     """Editor tokens, stored with the items so that every publisher process sees the same
-    set, and a revocation takes effect on the next request everywhere."""
+    set, and a revocation takes effect on the next request everywhere.
+
+    Every operation that changes a token takes the audit entry that records it, and
+    writes both in one atomic step.
+    """
 
     @abc.abstractmethod
-    async def add(self, name: str, digest: str, created: str) -> None:
-        """Raises BrokerError when the name is taken."""
+    async def add(
+        self,
+        name: str,
+        digest: str,
+        created: str,
+        *,
+        roles: tuple[str, ...] | None = None,
+        editions: tuple[str, ...] | None = None,
+        expires: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> None:
+        """Raises BrokerError when a token that is not revoked has the name. (A revoked
+        name may be given again; the old secret stays revoked.)"""
 
     @abc.abstractmethod
+    async def lookup(self, digest: str) -> TokenRecord | None:
+        """The token with this digest, revoked or not, in one round trip; None when no
+        token ever had it. Answered from the store every time: no cache, so a revocation
+        counts on the next request in every process."""
+
     async def owner(self, digest: str) -> str | None:
-        """The name of the token with this digest, or None."""
+        """The name of the token with this digest, unless revoked; or None."""
+        record = await self.lookup(digest)
+        return None if record is None or record.revoked else record.name
 
     @abc.abstractmethod
+    async def records(self) -> list[TokenRecord]:
+        """The tokens that are not revoked, by name, with when each was last used."""
+
     async def names(self) -> list[tuple[str, str]]:
         """(name, created) pairs, by name."""
+        return [(record.name, record.created) for record in await self.records()]
 
     @abc.abstractmethod
-    async def revoke(self, name: str) -> bool:
-        """False when no token has this name."""
+    async def revoke(self, name: str, *, audit: AuditEntry | None = None) -> bool:
+        """False when no token that is not revoked has this name."""
+
+    @abc.abstractmethod
+    async def rotate(self, name: str, digest: str, *, audit: AuditEntry | None = None) -> bool:
+        """Give the token a new secret (its digest); the old one stops working. False when
+        no token that is not revoked has this name."""
+
+    @abc.abstractmethod
+    async def migrate(
+        self,
+        name: str,
+        roles: tuple[str, ...],
+        editions: tuple[str, ...] | None,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> bool:
+        """Give a token made before roles existed its roles and scope. False when the
+        token is revoked, unknown, or has roles already."""
+
+    @abc.abstractmethod
+    async def touch(self, name: str, when: str) -> None:
+        """Note that the token was used (callers do it at most once a minute)."""
+
+
+class AuditLog(abc.ABC):
+    """The audit trail: append and read, never edit. Entries older than the retention
+    (TICKER_AUDIT_DAYS) are dropped as new ones are written, and by `prune`."""
+
+    @abc.abstractmethod
+    async def record(self, entry: AuditEntry) -> None:
+        """Append an entry for an operation that has no atomic step of its own here
+        (a setting changed elsewhere). Item and token changes write theirs themselves."""
+
+    @abc.abstractmethod
+    async def query(self, query: AuditQuery, now: datetime) -> AuditPage:
+        """Entries that match, newest first, one page at a time. Raises
+        audit.AuditQueryError for a cursor this store did not give."""
+
+    @abc.abstractmethod
+    async def prune(self, now: datetime) -> int:
+        """Drop entries past the retention; how many (where the store can tell)."""

@@ -20,9 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from .. import audit as trail
+from ..audit import AuditEntry, AuditPage, AuditQuery, AuditQueryError
 from ..events import Cursor, EditionState, Event, event_body, event_payload
 from ..items import Item, edition_of, parse_time
 from .base import (
+    AuditLog,
     Broker,
     BrokerError,
     BrokerMisconfigured,
@@ -30,6 +33,7 @@ from .base import (
     Change,
     IdempotencyMismatch,
     Published,
+    TokenRecord,
     TokenStore,
     VersionConflict,
     replayed_item,
@@ -56,7 +60,23 @@ CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, fingerprint TEXT N
     item_id TEXT NOT NULL, version INTEGER NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS retired_tokens (digest TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL, edition TEXT, item TEXT, actor TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
+CREATE INDEX IF NOT EXISTS audit_item ON audit (item) WHERE item IS NOT NULL;
 """
+
+# Tokens made before roles existed have none of these: NULL roles is a legacy token.
+_TOKEN_COLUMNS = {
+    "roles": "TEXT",
+    "editions": "TEXT",
+    "expires": "TEXT",
+    "last_used": "TEXT",
+    "revoked": "INTEGER NOT NULL DEFAULT 0",
+}
+# The audit trail is pruned at most this often (seconds), on the expiry sweeper's reads.
+_PRUNE_EVERY = 3600.0
 
 # Records written before they were slimmed down held the whole item.
 _SLIM_IDEMPOTENCY = """
@@ -120,6 +140,7 @@ class EmbeddedBroker(Broker):
         idempotency_seconds: int = 86400,
         exclusive: bool = False,
         busy_timeout: float = 2.0,
+        audit_days: int = 90,
     ) -> None:
         if not isinstance(history, int) or history < 1:
             raise ValueError(f"history must be a whole number of at least 1, not {history!r}")
@@ -131,6 +152,8 @@ class EmbeddedBroker(Broker):
         self.idempotency_seconds = idempotency_seconds
         self.exclusive = exclusive
         self.busy_timeout = busy_timeout
+        self.audit_days = audit_days
+        self._pruned = float("-inf")
         self._db: sqlite3.Connection | None = None
         self._lock: IO[bytes] | None = None
         self._followers: list[asyncio.Queue[Event]] = []
@@ -220,6 +243,10 @@ class EmbeddedBroker(Broker):
             raise
 
     def _migrate(self, db: sqlite3.Connection) -> None:
+        token_columns = {row[1] for row in db.execute("PRAGMA table_info(tokens)")}
+        for column, kind in _TOKEN_COLUMNS.items():
+            if column not in token_columns:
+                db.execute(f"ALTER TABLE tokens ADD COLUMN {column} {kind}")
         columns = {row[1] for row in db.execute("PRAGMA table_info(idempotency)")}
         if "item" in columns:
             with _Transaction(db):
@@ -305,6 +332,7 @@ class EmbeddedBroker(Broker):
             cursor = Cursor(epoch, offset)
             payload = event_payload(cursor, event_body(change.kind, item.edition, item_json))
             self._store(db, change, offset, payload, item_json)
+            _append(db, change.audit or trail.for_change(change.kind, item))
             if idem_key is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
@@ -429,6 +457,9 @@ class EmbeddedBroker(Broker):
         return EditionState(edition, cursor.epoch, cursor.offset, items, events)
 
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
+        if time.monotonic() - self._pruned > _PRUNE_EVERY:  # on the sweeper's schedule
+            self._pruned = time.monotonic()
+            await self.audit.prune(now)
         with self._guard():
             rows = self.db.execute(
                 "SELECT json FROM items WHERE expires_ms IS NOT NULL AND expires_ms <= ?"
@@ -470,36 +501,211 @@ class EmbeddedBroker(Broker):
     def tokens(self) -> TokenStore:
         return _EmbeddedTokens(self)
 
+    @property
+    def audit(self) -> AuditLog:
+        return _EmbeddedAudit(self)
+
+
+def _append(db: sqlite3.Connection, entry: AuditEntry) -> None:
+    """Write an audit entry in the caller's transaction."""
+    db.execute(
+        "INSERT INTO audit (at_ms, edition, item, actor, body) VALUES (?, ?, ?, ?, ?)",
+        (int(time.time() * 1000), entry.edition, entry.item, entry.actor, entry.body_json()),
+    )
+
+
+def _json_list(value: tuple[str, ...] | None) -> str | None:
+    return None if value is None else json.dumps(list(value))
+
+
+def _tuple(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(json.loads(value))
+
 
 class _EmbeddedTokens(TokenStore):
+    _COLUMNS = "name, digest, created, roles, editions, expires, last_used, revoked"
+
     def __init__(self, broker: EmbeddedBroker) -> None:
         self._broker = broker
 
-    async def add(self, name: str, digest: str, created: str) -> None:
-        try:
-            with self._broker._guard(), self._broker._transaction() as db:
-                db.execute("INSERT INTO tokens VALUES (?, ?, ?)", (name, digest, created))
-        except BrokerUnavailable as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise BrokerError(f"a token named {name!r} exists already") from None
-            raise
+    def _record(self, row: tuple[Any, ...]) -> TokenRecord:
+        name, digest, created, roles, editions, expires, last_used, revoked = row
+        return TokenRecord(
+            name,
+            digest,
+            created,
+            _tuple(roles),
+            _tuple(editions),
+            expires,
+            last_used,
+            bool(revoked),
+        )
 
-    async def owner(self, digest: str) -> str | None:
+    async def add(
+        self,
+        name: str,
+        digest: str,
+        created: str,
+        *,
+        roles: tuple[str, ...] | None = None,
+        editions: tuple[str, ...] | None = None,
+        expires: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> None:
+        with self._broker._guard(), self._broker._transaction() as db:
+            row = db.execute(
+                "SELECT digest, revoked FROM tokens WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and not row[1]:
+                raise BrokerError(f"a token named {name!r} exists already")
+            self._fresh(db, digest)
+            if row is not None:  # a revoked name given again: its old secret stays revoked
+                self._retire(db, name, row[0])
+                db.execute("DELETE FROM tokens WHERE name = ?", (name,))
+            try:
+                db.execute(
+                    f"INSERT INTO tokens ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 0)",
+                    (name, digest, created, _json_list(roles), _json_list(editions), expires),
+                )
+            except sqlite3.IntegrityError:
+                raise BrokerError("this token secret is in use already") from None
+            _append(db, audit or trail.for_token("token.created", name))
+
+    def _fresh(self, db: sqlite3.Connection, digest: str) -> None:
+        """A secret is never given twice, not even one that was revoked."""
+        if db.execute("SELECT 1 FROM retired_tokens WHERE digest = ?", (digest,)).fetchone():
+            raise BrokerError("this token secret is in use already")
+
+    def _retire(self, db: sqlite3.Connection, name: str, digest: str) -> None:
+        db.execute("INSERT OR REPLACE INTO retired_tokens VALUES (?, ?)", (digest, name))
+
+    async def lookup(self, digest: str) -> TokenRecord | None:
         with self._broker._guard():
             db = self._broker.db
-            row = db.execute("SELECT name FROM tokens WHERE digest = ?", (digest,)).fetchone()
-        return row[0] if row else None
+            row = db.execute(
+                f"SELECT {self._COLUMNS} FROM tokens WHERE digest = ?", (digest,)
+            ).fetchone()
+            if row is not None:
+                return self._record(row)
+            retired = db.execute(
+                "SELECT name FROM retired_tokens WHERE digest = ?", (digest,)
+            ).fetchone()
+        return None if retired is None else TokenRecord(retired[0], digest, "", revoked=True)
 
-    async def names(self) -> list[tuple[str, str]]:
+    async def records(self) -> list[TokenRecord]:
         with self._broker._guard():
             rows = self._broker.db.execute(
-                "SELECT name, created FROM tokens ORDER BY name"
+                f"SELECT {self._COLUMNS} FROM tokens WHERE revoked = 0 ORDER BY name"
             ).fetchall()
-        return [(name, created) for name, created in rows]
+        return [self._record(row) for row in rows]
 
-    async def revoke(self, name: str) -> bool:
+    async def revoke(self, name: str, *, audit: AuditEntry | None = None) -> bool:
         with self._broker._guard(), self._broker._transaction() as db:
-            return db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount > 0
+            done = (
+                db.execute(
+                    "UPDATE tokens SET revoked = 1 WHERE name = ? AND revoked = 0", (name,)
+                ).rowcount
+                > 0
+            )
+            if done:
+                _append(db, audit or trail.for_token("token.revoked", name))
+        return done
+
+    async def rotate(self, name: str, digest: str, *, audit: AuditEntry | None = None) -> bool:
+        with self._broker._guard(), self._broker._transaction() as db:
+            row = db.execute(
+                "SELECT digest FROM tokens WHERE name = ? AND revoked = 0", (name,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._fresh(db, digest)
+            self._retire(db, name, row[0])
+            try:
+                db.execute("UPDATE tokens SET digest = ? WHERE name = ?", (digest, name))
+            except sqlite3.IntegrityError:
+                raise BrokerError("this token secret is in use already") from None
+            _append(db, audit or trail.for_token("token.rotated", name))
+        return True
+
+    async def migrate(
+        self,
+        name: str,
+        roles: tuple[str, ...],
+        editions: tuple[str, ...] | None,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> bool:
+        with self._broker._guard(), self._broker._transaction() as db:
+            done = (
+                db.execute(
+                    "UPDATE tokens SET roles = ?, editions = ?"
+                    " WHERE name = ? AND revoked = 0 AND roles IS NULL",
+                    (_json_list(roles), _json_list(editions), name),
+                ).rowcount
+                > 0
+            )
+            if done:
+                _append(db, audit or trail.for_token("token.migrated", name))
+        return done
+
+    async def touch(self, name: str, when: str) -> None:
+        with self._broker._guard():
+            self._broker.db.execute("UPDATE tokens SET last_used = ? WHERE name = ?", (when, name))
+
+
+class _EmbeddedAudit(AuditLog):
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self._broker = broker
+
+    async def record(self, entry: AuditEntry) -> None:
+        with self._broker._guard(), self._broker._transaction() as db:
+            _append(db, entry)
+
+    async def query(self, query: AuditQuery, now: datetime) -> AuditPage:
+        oldest = trail.cutoff(now, self._broker.audit_days)
+        if query.since is not None and query.since > oldest:
+            oldest = query.since
+        where, args = ["at_ms >= ?"], [int(oldest.timestamp() * 1000)]
+        if query.until is not None:
+            where.append("at_ms <= ?")
+            args.append(int(query.until.timestamp() * 1000))
+        for column, value in (
+            ("item", query.item),
+            ("actor", query.editor),
+            ("edition", query.edition),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.cursor is not None:
+            position = trail.decode_cursor(query.cursor)
+            if position[0] != "s" or len(position) != 2 or not isinstance(position[1], int):
+                raise AuditQueryError("cursor", "not a cursor from an earlier answer")
+            where.append("id < ?")
+            args.append(position[1])
+        with self._broker._guard():
+            rows = self._broker.db.execute(
+                f"SELECT id, at_ms, body FROM audit WHERE {' AND '.join(where)}"
+                " ORDER BY id DESC LIMIT ?",
+                (*args, query.limit + 1),
+            ).fetchall()
+        entries = [
+            AuditEntry.from_body(json.loads(body), id=str(id_), at=trail.at_iso(at_ms))
+            for id_, at_ms, body in rows[: query.limit]
+        ]
+        more = len(rows) > query.limit
+        cursor = trail.encode_cursor(["s", rows[query.limit - 1][0]]) if more else None
+        return AuditPage(entries, cursor)
+
+    async def prune(self, now: datetime) -> int:
+        oldest = trail.cutoff(now, self._broker.audit_days)
+        with self._broker._guard(), self._broker._transaction() as db:
+            dropped = db.execute(
+                "DELETE FROM audit WHERE at_ms < ?", (int(oldest.timestamp() * 1000),)
+            ).rowcount
+        if dropped:
+            self._broker._maintain()  # the pages they held go back to the file system
+        return dropped
 
 
 class _Transaction:

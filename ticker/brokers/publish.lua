@@ -1,14 +1,14 @@
 -- Publish one change of one edition atomically: idempotency check, version check,
--- offset, item, expiry, log entry, live announcement and idempotency record.
+-- offset, item, expiry, log entry, audit entry, live announcement and idempotency record.
 -- Every check, and every command that can fail (XADD), comes before any other write:
 -- a script that stops with an error must leave nothing behind, as Redis does not roll back.
--- KEYS: meta, items, log, expiry[, idempotency record]
+-- KEYS: meta, items, log, expiry, audit[, idempotency record]
 -- ARGV: candidate epoch, kind, item id, expected version, item JSON, event body,
 --       editor, expiry ms (or ''), history size, live channel, fingerprint, idempotency ttl,
---       item version
-local meta, items, log, expiry, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+--       item version, audit entry JSON, audit MINID
+local meta, items, log, expiry, audit, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local candidate, kind, id, expected, item_json, body, editor, expires_ms, history, channel,
-  fingerprint, ttl, version = unpack(ARGV)
+  fingerprint, ttl, version, audit_entry, audit_minid = unpack(ARGV)
 
 local function whole(value, least)
   local n = tonumber(value)
@@ -24,6 +24,13 @@ if expires_ms ~= '' and not tonumber(expires_ms) then
 end
 if kind ~= 'posted' and kind ~= 'corrected' and kind ~= 'withdrawn' and kind ~= 'expired' then
   return redis.error_reply('ERR unknown change kind')
+end
+if not whole(audit_minid, 0) then
+  return redis.error_reply('ERR audit MINID must be a whole number of milliseconds')
+end
+local unready = audit_ready(audit)
+if unready then
+  return unready
 end
 if idem and not (whole(ttl, 1) and whole(version, 1)) then
   return redis.error_reply('ERR idempotency ttl and item version must be whole numbers')
@@ -69,6 +76,7 @@ else
 end
 local payload = '{"type":"event","cursor":"' .. epoch .. ':' .. offset .. '",' .. body
 redis.call('XADD', log, 'MAXLEN', history, offset .. '-0', 'event', payload, 'editor', editor)
+audit_append(audit, audit_entry, audit_minid)
 
 redis.call('HSET', meta, 'epoch', epoch, 'offset', offset)
 if kind == 'posted' or kind == 'corrected' then

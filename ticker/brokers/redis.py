@@ -51,10 +51,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from .. import audit as trail
+from ..audit import AuditEntry, AuditPage, AuditQuery, AuditQueryError
 from ..events import UPSERT_KINDS, Cursor, EditionState, Event, event_body
 from ..items import Item, edition_of, parse_time
 from . import redis_ha
 from .base import (
+    AuditLog,
     Broker,
     BrokerError,
     BrokerMisconfigured,
@@ -62,6 +65,7 @@ from .base import (
     Change,
     IdempotencyMismatch,
     Published,
+    TokenRecord,
     TokenStore,
     VersionConflict,
     replayed_item,
@@ -84,8 +88,11 @@ _UNREACHABLE = (
     AskError,
     RedisClusterException,
 )
-# Streams (XADD with MAXLEN) and HSET with several fields need Redis 5.
-_OLDEST_REDIS = (5, 0)
+# Trimming the audit trail by time (XADD with MINID, exclusive XREVRANGE) needs Redis 6.2.
+_OLDEST_REDIS = (6, 2)
+# The audit trail is trimmed on every write; idle streams at most this often (seconds).
+_PRUNE_EVERY = 3600.0
+_AUDIT_BATCH = 200
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
@@ -141,11 +148,13 @@ class _EditionKeys:
     log: str
     expiry: str
     live: str
+    audit: str
 
     @classmethod
     def of(cls, prefix: str, edition: str) -> _EditionKeys:
         base = f"{prefix}:{{{edition}}}"
-        return cls(base, *(f"{base}:{name}" for name in ("meta", "items", "log", "expiry", "live")))
+        names = ("meta", "items", "log", "expiry", "live", "audit")
+        return cls(base, *(f"{base}:{name}" for name in names))
 
     def idempotency(self, key: str) -> str:
         return f"{self.base}:idem:{key}"
@@ -161,6 +170,7 @@ class RedisBroker(Broker):
         idempotency_seconds: int = 86400,
         prefix: str = "ticker",
         socket_timeout: float = 2.0,
+        audit_days: int = 90,
     ) -> None:
         if not isinstance(history, int) or history < 1:
             raise ValueError(f"history must be a whole number of at least 1, not {history!r}")
@@ -183,20 +193,25 @@ class RedisBroker(Broker):
         self._where = _where(url)
         self._keys = {edition: _EditionKeys.of(prefix, edition) for edition in editions}
         self.prefix = prefix
+        self.audit_days = audit_days
+        self._pruned = float("-inf")
         self._closed = False
         self._slots_lock = asyncio.Lock()
         self._slots_refreshed = float("-inf")
         # No automatic retry: a publish retried after a timeout could run twice.
         # Callers retry, with an idempotency key.
         self._redis: Any = self._client(Retry(NoBackoff(), 0))
-        publish = _lua("publish.lua")
+        publish = _lua("audit.lua", "publish.lua")
         if self._cluster:
             # Sharded pub/sub: the event reaches only the shard that owns the edition's slot.
             publish = _sharded(publish)
         self._publish_script = self._redis.register_script(publish)
         self._state_script = self._redis.register_script(_lua("epoch.lua", "state.lua"))
-        self._add_token_script = self._redis.register_script(_lua("add_token.lua"))
-        self._revoke_token_script = self._redis.register_script(_lua("revoke_token.lua"))
+        self._add_token_script = self._redis.register_script(_lua("audit.lua", "add_token.lua"))
+        self._change_token_script = self._redis.register_script(
+            _lua("audit.lua", "revoke_token.lua")
+        )
+        self._lookup_token_script = self._redis.register_script(_lua("lookup_token.lua"))
 
     def _client(self, retry: Retry) -> Any:
         # With maintenance notifications on, redis-py 8.1 stops checking pooled connections
@@ -266,7 +281,8 @@ class RedisBroker(Broker):
                     self._publish_script,
                     self._state_script,
                     self._add_token_script,
-                    self._revoke_token_script,
+                    self._change_token_script,
+                    self._lookup_token_script,
                 ):
                     await self._redis.script_load(script.script)
         except BrokerUnavailable as exc:
@@ -319,7 +335,7 @@ class RedisBroker(Broker):
         if "UNKNOWN COMMAND" in upper:
             return (
                 f"{where} does not know a command ticker needs ({text}): it is too old or "
-                "the command is disabled; ticker needs Redis 5 or newer (7 recommended)"
+                "the command is disabled; ticker needs Redis 6.2 or newer (7 recommended)"
             )
         if isinstance(exc, ResponseError):
             return f"{where} refuses ticker: {text}"
@@ -346,7 +362,7 @@ class RedisBroker(Broker):
     async def publish(self, change: Change) -> Published:
         item = change.item
         keys = self._edition(item.edition)
-        script_keys = [keys.meta, keys.items, keys.log, keys.expiry]
+        script_keys = [keys.meta, keys.items, keys.log, keys.expiry, keys.audit]
         if change.idempotency_key is not None:
             script_keys.append(keys.idempotency(change.idempotency_key))
         item_json = item.to_json()
@@ -365,6 +381,8 @@ class RedisBroker(Broker):
             change.fingerprint,
             self.idempotency_seconds,
             item.version,
+            (change.audit or trail.for_change(change.kind, item)).body_json(),
+            self.audit_minid(),
         ]
         with self._reachable():
             reply = await self._publish_script(keys=script_keys, args=args)
@@ -425,7 +443,15 @@ class RedisBroker(Broker):
         events = [Event.from_payload(payload) for payload in reply[4]]
         return EditionState(edition, epoch, offset, items, events)
 
+    def audit_minid(self) -> int:
+        """The oldest stream ID the audit trail keeps: now less the retention."""
+        return _ms(trail.cutoff(datetime.now(UTC), self.audit_days))
+
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._pruned > _PRUNE_EVERY:  # idle editions' trails, too
+            self._pruned = loop.time()
+            await self.audit.prune(now)
         found: list[tuple[float, Item]] = []
         with self._reachable():
             for keys in self._keys.values():
@@ -718,40 +744,227 @@ class RedisBroker(Broker):
     def tokens(self) -> TokenStore:
         return _RedisTokens(self)
 
+    @property
+    def audit(self) -> AuditLog:
+        return _RedisAudit(self)
+
 
 class _RedisTokens(TokenStore):
-    """Tokens share a hash tag of their own, so both hashes change in one script."""
+    """Tokens share a hash tag of their own, so both hashes and the audit stream of
+    operations change in one script. When each was last used is a hash of its own, so
+    noting it never races a revocation."""
 
     def __init__(self, broker: RedisBroker) -> None:
         self._broker = broker
         self._names = f"{broker.prefix}:{{tokens}}"
         self._digests = f"{broker.prefix}:{{tokens}}:digests"
+        self._used = f"{broker.prefix}:{{tokens}}:used"
+        self._audit = _operations_stream(broker.prefix)
 
-    async def add(self, name: str, digest: str, created: str) -> None:
-        record = json.dumps({"digest": digest, "created": created})
+    async def add(
+        self,
+        name: str,
+        digest: str,
+        created: str,
+        *,
+        roles: tuple[str, ...] | None = None,
+        editions: tuple[str, ...] | None = None,
+        expires: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> None:
+        record = TokenRecord(name, digest, created, roles, editions, expires)
+        stored = {"digest": digest, **record.scope()}
+        if roles is None:  # the shape of a token from before roles
+            stored = {"digest": digest, "created": created}
+        entry = audit or trail.for_token("token.created", name)
         with self._broker._reachable():
             added = await self._broker._add_token_script(
-                keys=[self._names, self._digests], args=[name, digest, record]
+                keys=[self._names, self._digests, self._audit],
+                args=[
+                    name,
+                    digest,
+                    json.dumps(stored),
+                    entry.body_json(),
+                    self._broker.audit_minid(),
+                ],
             )
-        if not added:
+        if added == 0:
             raise BrokerError(f"a token named {name!r} exists already")
+        if added == -1:
+            raise BrokerError("this token secret is in use already")
 
-    async def owner(self, digest: str) -> str | None:
+    async def lookup(self, digest: str) -> TokenRecord | None:
         with self._broker._reachable():
-            name = await self._broker._redis.hget(self._digests, digest)
-        return None if name is None else name.decode()
-
-    async def names(self) -> list[tuple[str, str]]:
-        with self._broker._reachable():
-            records = await self._broker._redis.hgetall(self._names)
-        return sorted((name.decode(), json.loads(raw)["created"]) for name, raw in records.items())
-
-    async def revoke(self, name: str) -> bool:
-        with self._broker._reachable():
-            revoked = await self._broker._revoke_token_script(
-                keys=[self._names, self._digests], args=[name]
+            found = await self._broker._lookup_token_script(
+                keys=[self._digests, self._names], args=[digest]
             )
-        return bool(revoked)
+        if not found:
+            return None
+        name, raw = found[0].decode(), found[1]
+        if not raw:
+            return TokenRecord(name, digest, "", revoked=True)
+        record = TokenRecord.from_stored(name, json.loads(raw))
+        if record.digest != digest:  # a secret that was rotated out
+            return TokenRecord(name, digest, record.created, revoked=True)
+        return record
+
+    async def records(self) -> list[TokenRecord]:
+        with self._broker._reachable():
+            async with self._broker._redis.pipeline(transaction=False) as pipe:
+                records, used = await pipe.hgetall(self._names).hgetall(self._used).execute()
+        found = [
+            TokenRecord.from_stored(name.decode(), json.loads(raw), last_used=_text(used.get(name)))
+            for name, raw in records.items()
+        ]
+        return sorted((r for r in found if not r.revoked), key=lambda r: r.name)
+
+    async def _change(self, op: str, name: str, audit: AuditEntry | None, *extra: str) -> bool:
+        entry = audit or trail.for_token(f"token.{op}d", name)
+        with self._broker._reachable():
+            done = await self._broker._change_token_script(
+                keys=[self._names, self._digests, self._audit],
+                args=[op, name, entry.body_json(), self._broker.audit_minid(), *extra],
+            )
+        if done == -1:
+            raise BrokerError("this token secret is in use already")
+        return bool(done)
+
+    async def revoke(self, name: str, *, audit: AuditEntry | None = None) -> bool:
+        return await self._change("revoke", name, audit)
+
+    async def rotate(self, name: str, digest: str, *, audit: AuditEntry | None = None) -> bool:
+        return await self._change("rotate", name, audit, digest)
+
+    async def migrate(
+        self,
+        name: str,
+        roles: tuple[str, ...],
+        editions: tuple[str, ...] | None,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> bool:
+        scope = json.dumps(None if editions is None else list(editions))
+        return await self._change("migrate", name, audit, json.dumps(list(roles)), scope)
+
+    async def touch(self, name: str, when: str) -> None:
+        with self._broker._reachable():
+            await self._broker._redis.hset(self._used, name, when)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _operations_stream(prefix: str) -> str:
+    """The audit stream of everything that is not an item: in the tokens' slot."""
+    return f"{prefix}:{{tokens}}:audit"
+
+
+class _RedisAudit(AuditLog):
+    """A stream per edition (in the edition's slot, written by the publish script) and
+    one for other operations (in the tokens' slot). Stream IDs are Redis's clock, so an
+    entry's `at` is its ID's time, and `from`/`to` are ranges of IDs. A page merges the
+    streams newest first; its cursor is the (time, sequence, stream) of its last entry."""
+
+    OPERATIONS = "ops"
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self._broker = broker
+
+    def _streams(self) -> dict[str, str]:
+        streams = {edition: keys.audit for edition, keys in self._broker._keys.items()}
+        streams[self.OPERATIONS] = _operations_stream(self._broker.prefix)
+        return streams
+
+    async def record(self, entry: AuditEntry) -> None:
+        keys = self._broker._keys.get(entry.edition or "")
+        stream = keys.audit if keys is not None else _operations_stream(self._broker.prefix)
+        with self._broker._reachable():
+            await self._broker._redis.xadd(
+                stream,
+                {"entry": entry.body_json()},
+                minid=self._broker.audit_minid(),
+                approximate=False,
+            )
+
+    async def query(self, query: AuditQuery, now: datetime) -> AuditPage:
+        streams = self._streams()
+        edition = query.edition or (edition_of(query.item) if query.item else None)
+        if edition is not None:
+            streams = {edition: streams[edition]} if edition in streams else {}
+        after: tuple[int, int, str] | None = None
+        if query.cursor is not None:
+            position = trail.decode_cursor(query.cursor)
+            if (
+                len(position) != 4
+                or position[0] != "r"
+                or not all(isinstance(p, int) and p >= 0 for p in position[1:3])
+                or not isinstance(position[3], str)
+            ):
+                raise AuditQueryError("cursor", "not a cursor from an earlier answer")
+            after = (position[1], position[2], position[3])
+        oldest = trail.cutoff(now, self._broker.audit_days)
+        if query.since is not None and query.since > oldest:
+            oldest = query.since
+        low = _ms(oldest)
+        high = _ms(query.until) if query.until is not None else None
+        found: list[tuple[int, int, str, AuditEntry]] = []
+        more = False
+        with self._broker._reachable():
+            for name, key in streams.items():
+                entries, cut = await self._scan(name, key, query, after, low, high)
+                found += entries
+                more = more or cut
+        found.sort(key=lambda f: (f[0], f[1], f[2]), reverse=True)
+        more = more or len(found) > query.limit
+        page = found[: query.limit]
+        cursor = None
+        if more and page:
+            ms, seq, name, _ = page[-1]
+            cursor = trail.encode_cursor(["r", ms, seq, name])
+        return AuditPage([entry for *_, entry in page], cursor)
+
+    async def _scan(
+        self,
+        name: str,
+        key: str,
+        query: AuditQuery,
+        after: tuple[int, int, str] | None,
+        low: int,
+        high: int | None,
+    ) -> tuple[list[tuple[int, int, str, AuditEntry]], bool]:
+        """Up to `query.limit` matching entries of one stream below the cursor, newest
+        first, and whether the stream may hold more."""
+        top = "+" if high is None else f"{high}-18446744073709551615"
+        if after is not None:
+            bound = f"{after[0]}-{after[1]}"
+            # Same time and sequence in two streams: the cursor's order is by stream name.
+            mark = bound if name < after[2] else f"({bound}"
+            if high is None or (after[0], after[1]) <= (high, 2**64 - 1):
+                top = mark
+        out: list[tuple[int, int, str, AuditEntry]] = []
+        while True:
+            batch = await self._broker._redis.xrevrange(key, top, f"{low}-0", count=_AUDIT_BATCH)
+            for raw_id, fields in batch:
+                ms, seq = (int(part) for part in raw_id.decode().split("-"))
+                entry = AuditEntry.from_body(
+                    json.loads(fields[b"entry"]), id=f"{name}:{ms}-{seq}", at=trail.at_iso(ms)
+                )
+                if query.matches(entry, datetime.fromtimestamp(ms / 1000, UTC)):
+                    out.append((ms, seq, name, entry))
+                    if len(out) > query.limit:
+                        return out, True
+            if len(batch) < _AUDIT_BATCH:
+                return out, False
+            top = f"({batch[-1][0].decode()}"
+
+    async def prune(self, now: datetime) -> int:
+        minid = _ms(trail.cutoff(now, self._broker.audit_days))
+        dropped = 0
+        with self._broker._reachable():
+            for key in self._streams().values():
+                dropped += await self._broker._redis.xtrim(key, minid=minid, approximate=False)
+        return dropped
 
 
 @dataclass(frozen=True, slots=True)
