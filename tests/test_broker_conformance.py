@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,12 +14,13 @@ from ticker.brokers.base import (
     Broker,
     Change,
     IdempotencyMismatch,
+    PinLimitReached,
     Published,
     VersionConflict,
 )
 from ticker.config import Limits, Vocabulary
 from ticker.events import EditionState, Event, event_body, event_payload
-from ticker.items import Item, correct, create, expire, withdraw
+from ticker.items import Item, correct, create, expire, parse_time, release, withdraw
 
 VOCABULARY = Vocabulary()
 LIMITS = Limits()
@@ -262,3 +264,133 @@ async def test_cursor_is_where_the_log_stands(broker: Broker) -> None:
     await post(broker, "Moves it")
     assert await broker.cursor("en") == (await broker.live("en"))[0]
     assert (await broker.cursor("en")).offset == 1
+
+
+# --- scheduled items and pins -------------------------------------------------------------
+
+
+def scheduled_item(headline: str = "Embargoed report", *, seconds: float = 3600) -> Item:
+    when = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+    return new_item(headline, publish_at=when)
+
+
+async def test_a_scheduled_item_waits_apart_from_the_live_ones(broker: Broker) -> None:
+    soon, later = scheduled_item("Soon", seconds=60), scheduled_item("Later", seconds=120)
+    await broker.schedule(later)
+    published = await broker.schedule(soon)
+    assert published.cursor is None and published.item == soon
+
+    state = await broker.state("en")
+    assert (state.offset, state.items, state.events) == (0, [], [])
+    assert (await broker.live("en"))[1] == []
+    assert await broker.get(soon.id) is None
+    assert [i.id for i in await broker.scheduled("en")] == [soon.id, later.id]
+    assert await broker.scheduled("ar") == []
+    assert await broker.get_scheduled(soon.id) == soon
+    assert await broker.due_scheduled(datetime.now(UTC)) == []
+    assert [
+        i.id for i in await broker.due_scheduled(datetime.now(UTC) + timedelta(seconds=90))
+    ] == [soon.id]
+    upcoming = await broker.next_scheduled()
+    assert upcoming is not None and abs(upcoming - parse_time(soon.publish_at or "")) < timedelta(
+        milliseconds=2
+    )
+
+
+async def test_a_release_claims_the_scheduled_item_once(broker: Broker) -> None:
+    item = scheduled_item()
+    await broker.schedule(item)
+    follower = broker.follow(("en",))
+    await next_of(follower)
+    live = release(item)
+
+    results = await asyncio.gather(
+        *(broker.publish(Change("posted", live, scheduled_version=1)) for _ in range(2)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Published) for r in results) == 1
+    assert sum(isinstance(r, VersionConflict) for r in results) == 1
+    event = await next_of(follower)
+    assert isinstance(event, Event) and (event.kind, event.item["status"]) == ("posted", "live")
+    assert event.item["version"] == 2
+    assert await broker.get_scheduled(item.id) is None
+    assert await broker.scheduled("en") == []
+    assert await broker.next_scheduled() is None
+    assert await broker.get(item.id) == live
+    with pytest.raises(VersionConflict):  # a later release finds nothing to claim
+        await broker.publish(Change("posted", live, scheduled_version=1))
+
+
+async def test_a_scheduled_item_changes_and_cancels_by_version(broker: Broker) -> None:
+    item = scheduled_item()
+    await broker.schedule(item)
+    with pytest.raises(VersionConflict):  # a new item with an id that is taken
+        await broker.schedule(item)
+    edited = correct(
+        item, {"headline": "Edited"}, editor="chief", vocabulary=VOCABULARY, limits=LIMITS
+    )
+    await broker.schedule(edited, expected_version=1)
+    with pytest.raises(VersionConflict) as stale:
+        await broker.schedule(edited, expected_version=1)
+    assert stale.value.current == 2
+    assert (await broker.get_scheduled(item.id)) == edited
+    # A release made from the copy before the edit claims nothing.
+    with pytest.raises(VersionConflict):
+        await broker.publish(Change("posted", release(item), scheduled_version=1))
+
+    with pytest.raises(VersionConflict):
+        await broker.unschedule(item.id, 1)
+    await broker.unschedule(item.id, 2)
+    assert await broker.get_scheduled(item.id) is None
+    with pytest.raises(VersionConflict):
+        await broker.publish(Change("posted", release(edited), scheduled_version=2))
+    assert (await broker.state("en")).offset == 0
+
+
+async def test_a_scheduled_post_retried_with_its_key_lands_once(broker: Broker) -> None:
+    item = scheduled_item()
+    first = await broker.schedule(item, idempotency_key="desk:k1", fingerprint="f1")
+    again = await broker.schedule(scheduled_item(), idempotency_key="desk:k1", fingerprint="f1")
+    assert not first.replayed and again.replayed and again.item == item
+    with pytest.raises(IdempotencyMismatch):
+        await broker.schedule(scheduled_item(), idempotency_key="desk:k1", fingerprint="f2")
+    assert [i.id for i in await broker.scheduled("en")] == [item.id]
+
+
+async def test_pins_are_capped_per_edition(broker: Broker) -> None:
+    pinned = [replace(new_item(f"Pinned {n}"), pinned=True) for n in range(3)]
+    for item in pinned:
+        await broker.publish(Change("posted", item, max_pinned=3))
+    fourth = replace(new_item("Pinned 4"), pinned=True)
+    with pytest.raises(PinLimitReached):
+        await broker.publish(Change("posted", fourth, max_pinned=3))
+    assert (await broker.state("en")).offset == 3 and await broker.get(fourth.id) is None
+    # Another edition has pins of its own; without a cap nothing is checked.
+    await broker.publish(
+        Change("posted", replace(new_item("Ar", edition="ar"), pinned=True), max_pinned=1)
+    )
+    # A pinned item may still be corrected; unpinning or withdrawing frees a place.
+    await fix(broker, pinned[0], headline="Pinned, corrected")
+    unpinned = correct(
+        pinned[1], {"pinned": False}, editor="c", vocabulary=VOCABULARY, limits=LIMITS
+    )
+    await broker.publish(Change("corrected", unpinned, expected_version=1, max_pinned=3))
+    await broker.publish(Change("posted", fourth, max_pinned=3))
+    fifth = replace(new_item("Pinned 5"), pinned=True)
+    with pytest.raises(PinLimitReached):
+        await broker.publish(Change("posted", fifth, max_pinned=3))
+    await broker.publish(Change("withdrawn", withdraw(pinned[2], editor="c"), expected_version=1))
+    await broker.publish(Change("posted", fifth, max_pinned=3))
+    live = by_id((await broker.live("en"))[1])
+    assert sum(1 for i in live.values() if i["pinned"]) == 3
+
+
+async def test_concurrent_pins_never_pass_the_cap(broker: Broker) -> None:
+    items = [replace(new_item(f"Pinned {n}"), pinned=True) for n in range(8)]
+    results = await asyncio.gather(
+        *(broker.publish(Change("posted", item, max_pinned=3)) for item in items),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Published) for r in results) == 3
+    assert sum(isinstance(r, PinLimitReached) for r in results) == 5
+    assert len((await broker.live("en"))[1]) == 3

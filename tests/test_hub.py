@@ -213,7 +213,10 @@ async def test_foreign_origin_is_refused_and_allowed_origin_accepted(stack):
 
 
 async def test_slow_consumer_is_closed_and_others_keep_up(tmp_path):
-    async with Stack(tmp_path, limits={"ws_write_buffer_max_bytes": 16 * 1024}) as stack:
+    # Posted straight to the store, past the publisher that would retire the oldest: the
+    # cap stays out of the way, so the good reader gets exactly these events.
+    limits = {"ws_write_buffer_max_bytes": 16 * 1024, "max_live": 10_000}
+    async with Stack(tmp_path, limits=limits) as stack:
         # A client that never reads: a raw socket with a tiny receive buffer.
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

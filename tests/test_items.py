@@ -45,7 +45,12 @@ def test_a_valid_item_gets_id_version_and_timestamps():
 
 def test_defaults():
     item = create(headline="Ushakov: talks stay confidential")
-    assert (item.urgency, item.source, item.link, item.expires) == (3, None, None, None)
+    assert (item.urgency, item.source, item.link) == (3, None, None)
+    assert (item.pinned, item.publish_at) == (False, None)
+    # No expiry given: the default for its urgency (24 hours; a flash, 6).
+    assert item.expires == "2026-05-08T15:42:00.000Z"
+    assert create(headline="Flash", urgency=1).expires == "2026-05-07T21:42:00.000Z"
+    assert create(headline="Stays", expires=None).expires is None
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,8 +27,8 @@ Follower = AsyncIterator[EditionState | Event]
 MakeBroker = Callable[..., Awaitable[RedisBroker]]
 
 
-def new_item(headline: str = "Quake hits the coast", edition: str = "en") -> Item:
-    payload = {"edition": edition, "headline": headline}
+def new_item(headline: str = "Quake hits the coast", edition: str = "en", **fields: Any) -> Item:
+    payload = {"edition": edition, "headline": headline, **fields}
     return create(payload, editor="desk", vocabulary=Vocabulary(), limits=Limits())
 
 
@@ -92,11 +93,17 @@ async def test_keys_carry_one_hash_tag_per_edition(
     )
     await broker.publish(Change("corrected", fixed, expected_version=1))
     await broker.publish(Change("posted", new_item("عاجل", edition="ar")))
+    pinned = replace(new_item("Pinned"), pinned=True)
+    await broker.publish(Change("posted", pinned, max_pinned=3))
+    await broker.schedule(
+        new_item("Later", publish_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    )
     await broker.tokens.add("maria", "digest", "2025-01-01T00:00:00.000Z")
 
     keys = sorted(k.decode() for k in await raw.keys("*"))
     assert keys == [
         "ticker:{ar}:audit",
+        "ticker:{ar}:expiry",
         "ticker:{ar}:items",
         "ticker:{ar}:log",
         "ticker:{ar}:meta",
@@ -106,6 +113,9 @@ async def test_keys_carry_one_hash_tag_per_edition(
         "ticker:{en}:items",
         "ticker:{en}:log",
         "ticker:{en}:meta",
+        "ticker:{en}:pinned",
+        "ticker:{en}:scheduled",
+        "ticker:{en}:scheduled:due",
         "ticker:{tokens}",
         "ticker:{tokens}:audit",
         "ticker:{tokens}:digests",

@@ -82,6 +82,15 @@ class Limits:
     ws_frames_per_10s: int = 50
     ws_frames_window_seconds: float = 10.0
     ws_write_buffer_max_bytes: int = 256 * 1024
+    # The live ticker holds at most this many items per edition; a new one retires the
+    # oldest that is not pinned. At most `max_pinned` of them may be pinned.
+    max_live: int = 20
+    max_pinned: int = 3
+    # How far ahead an item may be scheduled (`publish_at`).
+    max_schedule_seconds: int = 30 * 24 * 3600
+    # The expiry an item gets when the editor sets none, by urgency (0: none).
+    expiry_flash: int = 6 * 3600
+    expiry_default: int = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -348,6 +357,22 @@ def _count_or_off(value: Any) -> bool:
     return _is_int(value, 0)
 
 
+_DURATION = re.compile(r"([0-9]{1,9})\s*([smhd]?)", re.ASCII)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(raw: str) -> int:
+    """`6h`, `90m`, `45s`, `2d`, a number of seconds, or `off` (0): the units people use
+    for how long a headline stays up."""
+    text = raw.strip().lower()
+    if text == "off":
+        return 0
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(raw)
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
 PORT = "a port is 1-65535, or 0 for any free port"
 SECONDS = "a number of seconds above 0"
 COUNT = "a whole number, 1 or more"
@@ -374,7 +399,29 @@ class Setting:
         return self.path.rpartition(".")[2]
 
 
+DURATION = "a duration like 6h, 90m, 45s or 2d (or seconds), or off"
+
+# Limits whose rows are not the plain "a whole number, 1 or more".
+_LIMIT_ROWS = {
+    "max_pinned": Setting(
+        "limits.max_pinned",
+        "TICKER_MAX_PINNED",
+        _integer,
+        _count_or_off,
+        "a whole number, 0 (no pins) or more",
+    ),
+    "expiry_flash": Setting(
+        "limits.expiry_flash", "TICKER_EXPIRY_FLASH", _duration, _count_or_off, DURATION
+    ),
+    "expiry_default": Setting(
+        "limits.expiry_default", "TICKER_EXPIRY_DEFAULT", _duration, _count_or_off, DURATION
+    ),
+}
+
+
 def _limit(f: Any) -> Setting:
+    if f.name in _LIMIT_ROWS:
+        return _LIMIT_ROWS[f.name]
     if f.type == "float":
         return Setting(f"limits.{f.name}", f"TICKER_{f.name.upper()}", _number, _seconds, SECONDS)
     return Setting(f"limits.{f.name}", f"TICKER_{f.name.upper()}", _integer, _positive_int, COUNT)
@@ -664,6 +711,31 @@ def _check_together(settings: Settings, sources: dict[str, tuple[str, str]]) -> 
             raise ConfigError(*sources["ping_timeout"], accepted)
         accepted = f"{SECONDS}, at least the ping timeout ({settings.ping_timeout:g})"
         raise ConfigError(*sources["ping_interval"], accepted)
+    limits = settings.limits
+    if limits.max_pinned > limits.max_live:
+        if "limits.max_pinned" in sources:
+            accepted = f"a whole number from 0 to the live items' cap ({limits.max_live})"
+            raise ConfigError(*sources["limits.max_pinned"], accepted)
+        accepted = f"a whole number, at least the pinned items' cap ({limits.max_pinned})"
+        raise ConfigError(*_source(sources, "limits.max_live", limits.max_live), accepted)
+    for name in ("expiry_flash", "expiry_default"):
+        if getattr(limits, name) > limits.max_expiry_seconds:
+            row = _LIMIT_ROWS[name]
+            if row.path not in sources and "limits.max_expiry_seconds" in sources:
+                accepted = f"{COUNT}, at least {row.env} ({getattr(limits, name)} seconds)"
+                raise ConfigError(*sources["limits.max_expiry_seconds"], accepted)
+            accepted = (
+                f"{DURATION}, at most TICKER_MAX_EXPIRY_SECONDS ({limits.max_expiry_seconds})"
+            )
+            raise ConfigError(*_source(sources, row.path, getattr(limits, name), row.env), accepted)
+
+
+def _source(
+    sources: dict[str, tuple[str, str]], path: str, value: Any, env: str = ""
+) -> tuple[str, str]:
+    """Where a value came from, or (for a default that clashes with another setting, or a
+    whole Limits object from code) the variable that would set it."""
+    return sources.get(path) or (env or f"TICKER_{path.rpartition('.')[2].upper()}", _show(value))
 
 
 def _get(settings: Settings, path: str) -> Any:

@@ -11,6 +11,7 @@ import json
 from collections import deque
 from typing import Any
 
+from .bounds import in_ticker_order
 from .events import REMOVE_KINDS, Cursor, EditionState, Event, Gap, excluded_payload
 from .items import matches
 from .protocol import Subscription
@@ -59,7 +60,8 @@ class EditionLog:
         self.item_json[item["id"]] = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
     def newest_first(self) -> list[dict[str, Any]]:
-        return sorted(self.items.values(), key=lambda i: i["created"], reverse=True)
+        """The snapshot's order: pinned items first, then newest first."""
+        return in_ticker_order(self.items.values())
 
     def since(self, cursor: Cursor) -> list[Event] | None:
         """The events after `cursor`, or None when they are no longer all here."""

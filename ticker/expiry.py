@@ -6,6 +6,10 @@ until the next item is due (at most `interval`, or until woken). Expirations of 
 are published concurrently, up to `concurrency` at a time: Redis serves them in parallel,
 the embedded store one after the other, fast. Several publishers may sweep at once: the
 version check makes the first one win and the others' attempts no-ops.
+
+The sweeper also holds each edition to its cap of live items (`retire_excess`): the
+publisher retires the oldest right after a post, and a pass here heals what a crash
+between the two left behind.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 from datetime import UTC, datetime
 
 from . import items as rules
+from .bounds import to_retire
 from .brokers.base import Broker, BrokerUnavailable, Change, VersionConflict
 from .items import Item
 
@@ -32,13 +37,19 @@ async def expiry_sweeper(
     batch: int = BATCH,
     concurrency: int = CONCURRENCY,
     wake: asyncio.Event | None = None,
+    caps: tuple[tuple[str, ...], int] | None = None,
 ) -> None:
     """Sweep forever. `interval` bounds the sleep (an item posted while the sweeper sleeps
-    is at most that late); setting `wake` starts a pass at once."""
+    is at most that late); setting `wake` starts a pass at once. With `caps` (the
+    editions and their cap of live items) each pass also retires what is past the cap."""
     limit = asyncio.Semaphore(concurrency)
     while True:
         try:
             delay = await sweep(broker, batch=batch, limit=limit, interval=interval)
+            if caps is not None:
+                editions, max_live = caps
+                for edition in editions:
+                    await retire_excess(broker, edition, max_live)
         except BrokerUnavailable as exc:
             _unless_cancelled()
             log.warning("expiry sweep skipped: %s", exc)
@@ -110,6 +121,40 @@ async def _expire(broker: Broker, item: Item, limit: asyncio.Semaphore) -> bool:
             return False
     log.info("expired %s", item.id)
     return True
+
+
+RETIRE_ATTEMPTS = 3
+
+
+async def retire_excess(broker: Broker, edition: str, max_live: int) -> int:
+    """Retire the oldest unpinned live items past the cap, as `expired` changes, so every
+    channel drops them as it drops any expired item. Returns how many this call retired.
+
+    Several publishers may do this at once: each change names the version it was made
+    from, so an item is retired once; on a conflict the live list is read again."""
+    retired = 0
+    for _ in range(RETIRE_ATTEMPTS):
+        _, live = await broker.live(edition)
+        excess = to_retire(live, max_live)
+        if not excess:
+            return retired
+        conflicted = False
+        for data in excess:
+            item = rules.Item.from_dict(data)
+            try:
+                await broker.publish(
+                    Change("expired", rules.expire(item), expected_version=item.version)
+                )
+            except VersionConflict:
+                conflicted = True  # retired by another publisher, or changed: read again
+                continue
+            retired += 1
+            log.info(
+                "retired %s: edition %s holds %d live items at most", item.id, edition, max_live
+            )
+        if not conflicted:
+            return retired
+    return retired
 
 
 async def _pause(delay: float, wake: asyncio.Event | None) -> None:

@@ -19,8 +19,12 @@ from urllib.parse import urlsplit
 
 from .config import Limits, Vocabulary
 
-Status = Literal["live", "withdrawn", "expired"]
+Status = Literal["scheduled", "live", "withdrawn", "expired"]
 DEFAULT_URGENCY = 3  # "urgent" in the news agencies' ranking; 1 is a flash, 2 a bulletin.
+FLASH = 1
+# A `publish_at` this far in the past is still taken (and released at once): the editor's
+# clock and ours never agree to the millisecond.
+SCHEDULE_SKEW_SECONDS = 5
 
 # Bidi embeddings, overrides and isolates let a headline reorder the text around it.
 # The widget isolates every headline itself, so these are refused rather than trusted.
@@ -86,6 +90,8 @@ _POST_FIELDS = frozenset(
         "categories",
         "expires",
         "expires_in",
+        "publish_at",
+        "pinned",
     }
 )
 _CORRECTABLE = _POST_FIELDS - {"edition"}
@@ -115,6 +121,9 @@ class Item:
     status: Status
     expires: str | None
     editor: str
+    pinned: bool = False
+    # When a scheduled item goes live (kept on the live item, for the record).
+    publish_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -135,6 +144,10 @@ class Item:
     @property
     def live(self) -> bool:
         return self.status == "live"
+
+    @property
+    def scheduled(self) -> bool:
+        return self.status == "scheduled"
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -182,9 +195,18 @@ def create(
         )
     if "headline" not in data:
         errors["headline"] = "is required"
-    fields = _clean_fields(data, vocabulary, limits, errors, now)
+    publish_at = _field(data, "publish_at", lambda v: _publish_at(v, limits, now), errors)
+    start = parse_time(publish_at) if publish_at else None
+    fields = _clean_fields(data, vocabulary, limits, errors, now, start)
     if errors:
         raise ItemError(errors)
+    urgency = fields.get("urgency", DEFAULT_URGENCY)
+    if "expires" not in data and "expires_in" not in data:
+        lasts = default_expiry(urgency, limits)
+        if lasts:
+            fields["expires"] = now_iso(
+                (start or now or datetime.now(UTC)) + timedelta(seconds=lasts)
+            )
     stamp = now_iso(now)
     return Item(
         id=new_item_id(edition),
@@ -192,15 +214,17 @@ def create(
         headline=fields["headline"],
         source=fields.get("source"),
         link=fields.get("link"),
-        urgency=fields.get("urgency", DEFAULT_URGENCY),
+        urgency=urgency,
         regions=fields.get("regions", ()),
         categories=fields.get("categories", ()),
         created=stamp,
         updated=stamp,
         version=1,
-        status="live",
+        status="scheduled" if publish_at else "live",
         expires=fields.get("expires"),
         editor=editor,
+        pinned=fields.get("pinned", False),
+        publish_at=publish_at,
     )
 
 
@@ -227,12 +251,41 @@ def correct(
         errors["version"] = f"is {item.version} now; reload the item and correct it again"
     if not data.keys() & _CORRECTABLE and not errors:
         errors["body"] = "names no field to correct"
-    fields = _clean_fields(data, vocabulary, limits, errors, now)
+    start = None
+    if "publish_at" in data and not item.scheduled:
+        errors["publish_at"] = "can be changed only before the item goes live"
+    elif "publish_at" in data:
+        moved = _field(data, "publish_at", lambda v: _publish_at(v, limits, now), errors)
+        if moved is None and "publish_at" not in errors:
+            errors["publish_at"] = "is required on a scheduled item: cancel it to drop it"
+        start = parse_time(moved) if moved else None
+    elif item.scheduled and item.publish_at:
+        start = parse_time(item.publish_at)
+    fields = _clean_fields(data, vocabulary, limits, errors, now, start)
     if errors:
         raise ItemError(errors)
     if "expires" not in fields and ("expires" in data or "expires_in" in data):
         fields["expires"] = None  # an explicit null clears the expiry
+    if start is not None and "publish_at" in data:
+        fields["publish_at"] = now_iso(start)
+        if "expires" not in data and "expires_in" not in data and item.expires and item.publish_at:
+            # A schedule moved keeps the item up as long as it would have stayed.
+            shift = start - parse_time(item.publish_at)
+            fields["expires"] = now_iso(parse_time(item.expires) + shift)
     return replace(item, **fields, version=item.version + 1, updated=now_iso(now), editor=editor)
+
+
+def release(item: Item, *, now: datetime | None = None) -> Item:
+    """A scheduled item as it goes live: it counts as new from this moment, so it shows as
+    the newest item; the version rises, so an edit made from the scheduled copy conflicts."""
+    stamp = now_iso(now)
+    return replace(item, status="live", version=item.version + 1, created=stamp, updated=stamp)
+
+
+def default_expiry(urgency: int, limits: Limits) -> int:
+    """Seconds an item stays up when the editor sets no expiry: a flash is overtaken by the
+    story within hours; 0 means it stays until withdrawn or retired."""
+    return limits.expiry_flash if urgency == FLASH else limits.expiry_default
 
 
 def withdraw(item: Item, *, editor: str, now: datetime | None = None) -> Item:
@@ -296,13 +349,26 @@ def _require_object(payload: Any) -> dict[str, Any]:
     return dict(payload)
 
 
+def _field(data: Mapping[str, Any], name: str, check: Any, errors: dict[str, str]) -> Any:
+    if name not in data:
+        return None
+    try:
+        return check(data[name])
+    except ValueError as exc:
+        errors[name] = str(exc)
+        return None
+
+
 def _clean_fields(
     data: Mapping[str, Any],
     vocabulary: Vocabulary,
     limits: Limits,
     errors: dict[str, str],
     now: datetime | None,
+    start: datetime | None = None,
 ) -> dict[str, Any]:
+    """The fields every item has. `start` is when the item goes live, if it is scheduled:
+    its expiry counts from then."""
     out: dict[str, Any] = {}
 
     def run(name: str, check: Any) -> None:
@@ -320,11 +386,12 @@ def _clean_fields(
     run("urgency", _urgency)
     run("regions", lambda v: _tags(v, vocabulary.regions, limits.max_tags))
     run("categories", lambda v: _tags(v, vocabulary.categories, limits.max_tags))
+    run("pinned", _pinned)
     if "expires" in data and "expires_in" in data:
         errors["expires"] = "give either expires or expires_in, not both"
     else:
-        run("expires", lambda v: _expires_at(v, limits, now))
-        run("expires_in", lambda v: _expires_in(v, limits, now))
+        run("expires", lambda v: _expires_at(v, limits, now, start))
+        run("expires_in", lambda v: _expires_in(v, limits, now, start))
         if "expires_in" in out:
             out["expires"] = out.pop("expires_in")
     return out
@@ -403,9 +470,13 @@ def _tags(value: Any, allowed: tuple[str, ...], max_tags: int) -> tuple[str, ...
     return tuple(out)
 
 
-def _expires_at(value: Any, limits: Limits, now: datetime | None) -> str | None:
-    if value is None:
-        return None
+def _pinned(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _moment(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError("must be an ISO 8601 date and time with a time zone")
     try:
@@ -414,10 +485,34 @@ def _expires_at(value: Any, limits: Limits, now: datetime | None) -> str | None:
         raise ValueError("must be an ISO 8601 date and time with a time zone") from None
     if when.tzinfo is None:
         raise ValueError("must include a time zone, for example 2026-05-01T12:00:00Z")
-    return _check_window(when, limits, now)
+    return when
 
 
-def _expires_in(value: Any, limits: Limits, now: datetime | None) -> str | None:
+def _publish_at(value: Any, limits: Limits, now: datetime | None) -> str | None:
+    """When a scheduled item goes live: not in the past (beyond the clock skew we allow),
+    not further ahead than the schedule horizon."""
+    if value is None:
+        return None
+    when = _moment(value)
+    start = now or datetime.now(UTC)
+    if when < start - timedelta(seconds=SCHEDULE_SKEW_SECONDS):
+        raise ValueError("must not be in the past")
+    if when - start > timedelta(seconds=limits.max_schedule_seconds):
+        raise ValueError(f"must be at most {limits.max_schedule_seconds // 86400} days ahead")
+    return now_iso(max(when, start))
+
+
+def _expires_at(
+    value: Any, limits: Limits, now: datetime | None, start: datetime | None = None
+) -> str | None:
+    if value is None:
+        return None
+    return _check_window(_moment(value), limits, now, start)
+
+
+def _expires_in(
+    value: Any, limits: Limits, now: datetime | None, start: datetime | None = None
+) -> str | None:
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
@@ -428,13 +523,16 @@ def _expires_in(value: Any, limits: Limits, now: datetime | None) -> str | None:
         raise ValueError("must be in the future: a positive number of seconds")
     if value > limits.max_expiry_seconds:
         raise ValueError(f"must be at most {limits.max_expiry_seconds} seconds")
-    return _check_window((now or datetime.now(UTC)) + timedelta(seconds=value), limits, now)
+    begin = start or now or datetime.now(UTC)
+    return _check_window(begin + timedelta(seconds=value), limits, now, start)
 
 
-def _check_window(when: datetime, limits: Limits, now: datetime | None) -> str:
-    start = now or datetime.now(UTC)
+def _check_window(
+    when: datetime, limits: Limits, now: datetime | None, live_from: datetime | None = None
+) -> str:
+    start = live_from or now or datetime.now(UTC)
     if when <= start:
-        raise ValueError("must be in the future")
+        raise ValueError("must be after publish_at" if live_from else "must be in the future")
     if when - start > timedelta(seconds=limits.max_expiry_seconds):
         raise ValueError(f"must be at most {limits.max_expiry_seconds // 3600} hours ahead")
     return now_iso(when)

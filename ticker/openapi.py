@@ -193,6 +193,16 @@ def _schemas(
             "exclusiveMinimum": 0,
             "maximum": limits.max_expiry_seconds,
         },
+        "publish_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "schedule the item: it goes live then (at most "
+            f"{limits.max_schedule_seconds} seconds ahead)",
+        },
+        "pinned": {
+            "type": "boolean",
+            "description": f"keep it first in the ticker (at most {limits.max_pinned} per edition)",
+        },
     }
     return {
         "Error": {
@@ -231,9 +241,14 @@ def _schemas(
                 "created": {"type": "string", "format": "date-time"},
                 "updated": {"type": "string", "format": "date-time"},
                 "version": {"type": "integer", "minimum": 1},
-                "status": {"type": "string", "enum": ["live", "withdrawn", "expired"]},
+                "status": {
+                    "type": "string",
+                    "enum": ["scheduled", "live", "withdrawn", "expired"],
+                },
                 "expires": {"type": ["string", "null"], "format": "date-time"},
                 "editor": {"type": "string"},
+                "pinned": {"type": "boolean"},
+                "publish_at": {"type": ["string", "null"], "format": "date-time"},
             },
         },
         "NewItem": {
@@ -266,6 +281,14 @@ def _schemas(
                 "edition": {"type": "string"},
                 "cursor": {"type": "string"},
                 "items": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "ScheduledList": {
+            "type": "object",
+            "required": ["edition", "items"],
+            "properties": {
+                "edition": {"type": "string"},
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
             },
         },
         "Events": {

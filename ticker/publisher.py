@@ -28,23 +28,27 @@ from . import audit, auth, catchup, feeds, live_page, ninjs, openapi
 from . import items as rules
 from . import publisher_metrics as metrics
 from .bodylimit import BodyLimit
+from .bounds import in_ticker_order
 from .brokers.base import (
     Broker,
     BrokerError,
     BrokerUnavailable,
     Change,
     IdempotencyMismatch,
+    PinLimitReached,
+    Published,
     VersionConflict,
 )
 from .config import RTL_EDITIONS, Settings
 from .cursor_cache import CursorCache
 from .events import Cursor
-from .expiry import expiry_sweeper
+from .expiry import expiry_sweeper, retire_excess
 from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
 from .ratelimit import Limits, Verdict
 from .roles import ADMIN, CHIEF, Principal, RoleError
+from .schedule import release_worker
 from .static_assets import WidgetAssets
 
 log = logging.getLogger("ticker.publisher")
@@ -120,6 +124,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/items/{item_id}", api.get_item, methods=["GET"]),
         Route("/api/items/{item_id}", api.correct_item, methods=["PATCH"]),
         Route("/api/items/{item_id}", api.withdraw_item, methods=["DELETE"]),
+        Route("/api/scheduled", api.list_scheduled, methods=["GET"]),
         Route("/api/events", api.events, methods=["GET"]),
         Route("/api/tokens", api.list_tokens, methods=["GET"]),
         Route("/api/tokens", api.create_token, methods=["POST"]),
@@ -143,13 +148,28 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
             except BrokerUnavailable as exc:
                 # Serve anyway: the API answers 503 until the store is back, and /readyz says so.
                 log.warning("store unreachable at start-up: %s", exc)
-        sweeper = asyncio.create_task(expiry_sweeper(broker), name="expiry-sweeper")
+        limits = settings.limits
+        caps = (settings.vocabulary.editions, limits.max_live)
+        workers = [
+            asyncio.create_task(expiry_sweeper(broker, caps=caps), name="expiry-sweeper"),
+            asyncio.create_task(
+                release_worker(
+                    broker,
+                    max_live=limits.max_live,
+                    max_pinned=limits.max_pinned,
+                    wake=api.scheduled_wake,
+                ),
+                name="release-worker",
+            ),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for worker in workers:
+                worker.cancel()
+            for worker in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             await guard.close()
             if own_broker:
                 await broker.close()
@@ -227,6 +247,8 @@ class _Api:
         self.cursors = CursorCache(broker)  # what conditional GETs compare against
         self._used: dict[str, float] = {}  # token name -> when its last use was written
         self._background: set[asyncio.Task[None]] = set()
+        # Set when an item is scheduled, so the release worker plans for it at once.
+        self.scheduled_wake = asyncio.Event()
 
     # --- public ---------------------------------------------------------------------------
 
@@ -264,6 +286,9 @@ class _Api:
                         "link": self.limits.link_max,
                         "tags": self.limits.max_tags,
                         "expiry_seconds": self.limits.max_expiry_seconds,
+                        "schedule_seconds": self.limits.max_schedule_seconds,
+                        "live_items": self.limits.max_live,
+                        "pinned_items": self.limits.max_pinned,
                     },
                     "hub_url": self.settings.hub_url(),
                 }
@@ -271,7 +296,7 @@ class _Api:
         )
 
     @operation(
-        "The current ticker of an edition, newest first, with its cursor",
+        "The current ticker of an edition, pinned items first, then newest first, with its cursor",
         params=(EDITION, REGION, CATEGORY, FORMAT),
         responses={200: ("the live items", ref("ItemList"))},
         errors=(400, 503),
@@ -290,8 +315,7 @@ class _Api:
             subscription.category,
         )
         cursor, live = await _call(self.broker.live(edition))
-        live = [i for i in live if rules.matches(i, region, category)]
-        live.sort(key=lambda i: i["created"], reverse=True)
+        live = in_ticker_order(i for i in live if rules.matches(i, region, category))
         if render:
             live = [render(Item.from_dict(i)) for i in live]
         return _public(JSONResponse({"edition": edition, "cursor": str(cursor), "items": live}))
@@ -497,9 +521,10 @@ class _Api:
             idempotency_key=f"{editor}:{key}" if key else None,
             fingerprint=rules.fingerprint(payload),
             audit=audit.for_item("posted", None, item, self.by(request, principal)),
+            max_pinned=self.limits.max_pinned,
         )
         try:
-            published = await _call(self.broker.publish(change))
+            published = await self._post(change)
             self.cursors.forget(item.edition)
         except IdempotencyMismatch:
             raise ApiError(
@@ -511,11 +536,48 @@ class _Api:
         headers = {"Location": f"/api/items/{published.item.id}"}
         if published.replayed:
             headers["Idempotent-Replayed"] = "true"
-        log.info("posted %s v%d by %s", item.id, published.item.version, editor)
+        log.info("%s %s v%d by %s", item.status, item.id, published.item.version, editor)
         return JSONResponse(published.item.to_dict(), status_code=201, headers=headers)
 
+    async def _post(self, change: Change) -> Published:
+        """A new item: kept apart until its time if it is scheduled, else live at once,
+        and then the oldest item past the edition's cap retires."""
+        item = change.item
+        if item.scheduled:
+            published = await _call(
+                self.broker.schedule(
+                    item, idempotency_key=change.idempotency_key, fingerprint=change.fingerprint
+                )
+            )
+            self.scheduled_wake.set()
+            return published
+        published = await _pinned_within(self.limits.max_pinned, self.broker.publish(change))
+        if not published.replayed:
+            await _call(retire_excess(self.broker, item.edition, self.limits.max_live))
+        return published
+
     @operation(
-        "Correct a live item: only the fields given change",
+        "The scheduled items of an edition, soonest first: not yet live, seen only by editors",
+        params=(EDITION,),
+        responses={200: ("the scheduled items", ref("ScheduledList"))},
+        errors=(400, 503),
+        editor=True,
+    )
+    async def list_scheduled(self, request: Request) -> Response:
+        await self.principal(request, need="post")
+        edition = request.query_params.get("edition")
+        if edition not in self.vocabulary.editions:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"edition must be one of {', '.join(self.vocabulary.editions)}",
+                fields={"edition": "unknown" if edition else "is required"},
+            )
+        waiting = await _call(self.broker.scheduled(edition))
+        return JSONResponse({"edition": edition, "items": [i.to_dict() for i in waiting]})
+
+    @operation(
+        "Correct a live or scheduled item: only the fields given change",
         params=(path("item_id", "the item's id"),),
         body=ref("Correction"),
         responses={200: ("the corrected item", ref("Item"))},
@@ -541,6 +603,7 @@ class _Api:
                 corrected,
                 expected_version=current.version,
                 audit=audit.for_item("corrected", current, corrected, by),
+                max_pinned=self.limits.max_pinned,
             )
 
         pinned = isinstance(payload, dict) and "version" in payload
@@ -549,7 +612,7 @@ class _Api:
         return JSONResponse(item.to_dict())
 
     @operation(
-        "Withdraw a live item",
+        "Withdraw a live item, or cancel a scheduled one before it goes live",
         params=(path("item_id", "the item's id"),),
         responses={200: ("the withdrawn item", ref("Item"))},
         errors=(403, 404, 409, 503),
@@ -577,16 +640,18 @@ class _Api:
 
     async def _change(self, item_id: str, make: Callable[[Item], Change], *, retry: bool) -> Item:
         """Apply a change to the newest version; if another editor got there first, apply it
-        again on top of theirs (unless the client pinned a version)."""
+        again on top of theirs (unless the client pinned a version). A scheduled item is
+        changed where it waits, or dropped when withdrawn; if it went live meanwhile, the
+        change applies to the live item (or conflicts, with a pinned version)."""
         for _ in range(CORRECTION_RETRIES if retry else 1):
-            change = make(await self._live_item(item_id))
+            current = await self._editable_item(item_id)
             try:
-                published = await _call(self.broker.publish(change))
+                item = await self._apply(make(current), scheduled=current.scheduled)
             except VersionConflict as exc:
                 conflict = exc
                 continue
-            self.cursors.forget(published.item.edition)
-            return published.item
+            self.cursors.forget(item.edition)
+            return item
         raise ApiError(
             409,
             "conflict",
@@ -594,6 +659,26 @@ class _Api:
             f"(now at version {conflict.current}); reload it and try again",
             fields={"version": f"is {conflict.current} now"},
         )
+
+    async def _apply(self, change: Change, *, scheduled: bool) -> Item:
+        if not scheduled:
+            published = self.broker.publish(change)
+            return (await _pinned_within(self.limits.max_pinned, published)).item
+        assert change.expected_version is not None
+        if change.kind == "withdrawn":
+            await _call(self.broker.unschedule(change.item.id, change.expected_version))
+            return change.item
+        await _call(self.broker.schedule(change.item, change.expected_version))
+        self.scheduled_wake.set()
+        return change.item
+
+    async def _editable_item(self, item_id: str) -> Item:
+        """The live item, or the scheduled one: editors may change either."""
+        if len(item_id) <= 64:
+            waiting = await _call(self.broker.get_scheduled(item_id))
+            if waiting is not None:
+                return waiting
+        return await self._live_item(item_id)
 
     async def _live_item(self, item_id: str) -> Item:
         item = await _call(self.broker.get(item_id)) if len(item_id) <= 64 else None
@@ -870,6 +955,18 @@ def _renderer(fmt: str | None) -> Callable[[Item], dict[str, Any]] | None:
         return ninjs.renderer(fmt)
     except ninjs.UnknownFormat as exc:
         raise ApiError(400, "invalid_parameter", str(exc), fields={"format": "unknown"}) from None
+
+
+async def _pinned_within(limit: int, publishing: Awaitable[Published]) -> Published:
+    try:
+        return await _call(publishing)
+    except PinLimitReached:
+        raise ApiError(
+            409,
+            "pin_limit",
+            f"at most {limit} items of an edition can be pinned: unpin one first",
+            fields={"pinned": f"at most {limit} pinned items per edition"},
+        ) from None
 
 
 def _validated(build: Callable[[], T]) -> T:

@@ -100,8 +100,10 @@
     }
   };
 
+  /** The ticker's order, as the hub's snapshot has it: pinned items first, then newest first. */
   const newestFirst = (a, b) =>
-    a.created < b.created ? 1 : a.created > b.created ? -1 : a.id < b.id ? 1 : -1;
+    Number(!!b.pinned) - Number(!!a.pinned) ||
+    (a.created < b.created ? 1 : a.created > b.created ? -1 : a.id < b.id ? 1 : -1);
 
   /** Jittered exponential backoff: half the cap plus a random half, so that a hub restart
    * does not bring every reader back in the same instant. */
@@ -472,15 +474,17 @@
       this.track.setAttribute("aria-busy", String(state !== "live"));
     }
 
-    /** Flashes younger than data-flash-minutes lead, then the rest newest first; the newest
-     * data-max-items are shown. */
+    /** Pinned items lead, then flashes younger than data-flash-minutes, then the rest newest
+     * first; the first data-max-items are shown. */
     arrange(items) {
       const now = Date.now();
-      const until = (i) => (i.urgency === 1 ? Date.parse(i.created) + this.flashMs || 0 : 0);
-      const lead = items.filter((i) => until(i) > now);
+      const until = (i) =>
+        i.urgency === 1 && !i.pinned ? Date.parse(i.created) + this.flashMs || 0 : 0;
+      const flashes = items.filter((i) => until(i) > now);
+      const lead = [...items.filter((i) => i.pinned), ...flashes];
       clearTimeout(this.regroup);
-      if (lead.length)
-        this.regroup = setTimeout(() => this.render(this.all), Math.min(...lead.map(until)) - now + 50);
+      if (flashes.length)
+        this.regroup = setTimeout(() => this.render(this.all), Math.min(...flashes.map(until)) - now + 50);
       return [...lead, ...items.filter((i) => !lead.includes(i))].slice(0, this.max);
     }
 
@@ -619,7 +623,7 @@
 
   function fill(li, item, t) {
     const urgency = Math.min(9, Math.max(1, item.urgency | 0 || 3));
-    li.className = `ticker-item ticker-u${urgency}`;
+    li.className = `ticker-item ticker-u${urgency}${item.pinned ? " ticker-pinned" : ""}`;
     li.dataset.id = item.id;
     li.dataset.version = item.version;
     li.dataset.urgency = urgency;

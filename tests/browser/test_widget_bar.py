@@ -274,3 +274,28 @@ def test_screen_readers_hear_bursts_and_corrections(
             }"""
         )
         assert said == "3 new alerts: a; b; c"
+
+
+def test_pinned_items_lead_the_bar(browser: Browser, watch: PageWatch, tmp_path) -> None:
+    """A ticker of its own: a pinned item would lead every other test's bar."""
+    with (
+        news_site(tmp_path / "site") as news,
+        serve(tmp_path, TICKER_ALLOWED_ORIGINS=news.origin) as server,
+    ):
+        old = server.post(edition="en", headline=headline(0, "pin"))
+        flash = server.post(edition="en", urgency=1, headline=headline(1, "pin"))
+        url = embed(news, server, "pinned.html", 'data-max-items="3"')
+        with opened(browser, watch, url, viewport=DESKTOP) as page:
+            assert ids(page)[:2] == [flash["id"], old["id"]]
+            server.correct(old["id"], pinned=True)
+            expect(page.locator("#bar .ticker-item").first).to_have_attribute("data-id", old["id"])
+            assert ids(page)[:2] == [old["id"], flash["id"]]
+            expect(page.locator("#bar .ticker-item.ticker-pinned")).to_have_count(1)
+            newer = server.post(edition="en", headline=headline(2, "pin"))
+            expect(page.locator(f'#bar .ticker-item[data-id="{newer["id"]}"]')).to_have_count(1)
+            assert ids(page) == [old["id"], flash["id"], newer["id"]]
+            server.correct(old["id"], pinned=False)
+            expect(page.locator("#bar .ticker-item").first).to_have_attribute(
+                "data-id", flash["id"]
+            )
+            assert ids(page) == [flash["id"], newer["id"], old["id"]]

@@ -42,10 +42,24 @@ class IdempotencyMismatch(BrokerError):
     """An Idempotency-Key was reused for a different request; nothing was written."""
 
 
+class PinLimitReached(BrokerError):
+    """The edition has as many pinned live items as it may; nothing was written."""
+
+    def __init__(self, edition: str, limit: int) -> None:
+        super().__init__(f"edition {edition} has {limit} pinned items already")
+        self.edition = edition
+        self.limit = limit
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """A change to publish. `expected_version` is the version the change was made from:
-    None for a new item, which must not exist yet."""
+    None for a new item, which must not exist yet.
+
+    `max_pinned`: a pinned item is refused (PinLimitReached) when the edition has that many
+    other pinned live items; None checks nothing. `scheduled_version`: the post releases
+    the scheduled item at that version, and only if it is still scheduled at that version
+    (VersionConflict otherwise), so exactly one of several publishers releases it."""
 
     kind: ChangeKind
     item: Item
@@ -55,6 +69,8 @@ class Change:
     # Written with the change, in the same atomic step; without one the store writes
     # `audit.for_change` (the expiry sweeper's changes are the service's own).
     audit: AuditEntry | None = None
+    max_pinned: int | None = None
+    scheduled_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +176,45 @@ class Broker(abc.ABC):
         will. The expiry sweeper sleeps until then; a broker that cannot tell returns None
         and is swept every interval."""
         return None
+
+    # --- scheduled items: kept apart from the live ones, never seen by readers ------------
+
+    @abc.abstractmethod
+    async def schedule(
+        self,
+        item: Item,
+        expected_version: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> Published:
+        """Keep a scheduled item (status "scheduled", `publish_at` set) until it is due.
+
+        A new one (`expected_version` None) must not exist, scheduled or live; an edit must
+        find it scheduled at `expected_version`. Raises VersionConflict otherwise, and
+        IdempotencyMismatch as `publish` does. Nothing reaches the log or the readers.
+        The result's cursor is None."""
+
+    @abc.abstractmethod
+    async def unschedule(self, item_id: str, expected_version: int) -> None:
+        """Drop a scheduled item before it goes live; VersionConflict unless it is still
+        scheduled at that version."""
+
+    @abc.abstractmethod
+    async def get_scheduled(self, item_id: str) -> Item | None:
+        """The scheduled item with this id, or None."""
+
+    @abc.abstractmethod
+    async def scheduled(self, edition: str) -> list[Item]:
+        """The edition's scheduled items, soonest first."""
+
+    @abc.abstractmethod
+    async def due_scheduled(self, now: datetime, limit: int = 100) -> list[Item]:
+        """Scheduled items whose time has come, soonest first."""
+
+    @abc.abstractmethod
+    async def next_scheduled(self) -> datetime | None:
+        """When the soonest scheduled item is due (possibly in the past), or None."""
 
     @abc.abstractmethod
     def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from .. import audit as trail
 from ..audit import AuditEntry, AuditPage, AuditQuery, AuditQueryError
-from ..events import Cursor, EditionState, Event, event_body, event_payload
+from ..events import UPSERT_KINDS, Cursor, EditionState, Event, event_body, event_payload
 from ..items import Item, edition_of, parse_time
 from .base import (
     AuditLog,
@@ -32,6 +32,7 @@ from .base import (
     BrokerUnavailable,
     Change,
     IdempotencyMismatch,
+    PinLimitReached,
     Published,
     TokenRecord,
     TokenStore,
@@ -65,6 +66,9 @@ CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms INTEGER NOT NULL, edition TEXT, item TEXT, actor TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
 CREATE INDEX IF NOT EXISTS audit_item ON audit (item) WHERE item IS NOT NULL;
+CREATE TABLE IF NOT EXISTS scheduled (id TEXT PRIMARY KEY, edition TEXT NOT NULL,
+    json TEXT NOT NULL, due_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS scheduled_due ON scheduled (due_ms);
 """
 
 # Tokens made before roles existed have none of these: NULL roles is a legacy token.
@@ -104,6 +108,10 @@ _RESTORE_HINT = (
 
 def _expiry_ms(item: Item) -> int | None:
     return int(parse_time(item.expires).timestamp() * 1000) if item.expires else None
+
+
+def _ms(when: str) -> int:
+    return int(parse_time(when).timestamp() * 1000)
 
 
 def _damaged(exc: sqlite3.Error) -> bool:
@@ -370,6 +378,8 @@ class EmbeddedBroker(Broker):
         return _Transaction(self.db)
 
     def _idempotent_replay(self, db: sqlite3.Connection, key: str, fingerprint: str) -> Item | None:
+        """The item a request with this key already made, or None for a new key. The item
+        may be live, scheduled or gone."""
         row = db.execute(
             "SELECT fingerprint, item_id, version FROM idempotency"
             " WHERE key = ? AND expires_at > ?",
@@ -380,7 +390,10 @@ class EmbeddedBroker(Broker):
         if row[0] != fingerprint:
             raise IdempotencyMismatch("this Idempotency-Key was used for a different request")
         item_id, version = row[1], row[2]
-        live = db.execute("SELECT json FROM items WHERE id = ?", (item_id,)).fetchone()
+        live = db.execute(
+            "SELECT json FROM items WHERE id = ? UNION ALL SELECT json FROM scheduled WHERE id = ?",
+            (item_id, item_id),
+        ).fetchone()
         live_item = Item.from_dict(json.loads(live[0])) if live else None
         history: list[bytes] = []
         if live_item is None or live_item.version != version:
@@ -402,6 +415,23 @@ class EmbeddedBroker(Broker):
                 raise VersionConflict(change.item.id, current)
         elif current is None or current != change.expected_version:
             raise VersionConflict(change.item.id, current)
+        if change.scheduled_version is not None:
+            waiting = self._scheduled_version(db, change.item.id)
+            if waiting != change.scheduled_version:
+                raise VersionConflict(change.item.id, waiting)
+        item = change.item
+        if change.kind in UPSERT_KINDS and item.pinned and change.max_pinned is not None:
+            (pinned,) = db.execute(
+                "SELECT count(*) FROM items WHERE edition = ? AND id <> ?"
+                " AND json_extract(json, '$.pinned') = 1",
+                (item.edition, item.id),
+            ).fetchone()
+            if pinned >= change.max_pinned:
+                raise PinLimitReached(item.edition, change.max_pinned)
+
+    def _scheduled_version(self, db: sqlite3.Connection, item_id: str) -> int | None:
+        row = db.execute("SELECT json FROM scheduled WHERE id = ?", (item_id,)).fetchone()
+        return json.loads(row[0])["version"] if row else None
 
     def _store(
         self, db: sqlite3.Connection, change: Change, offset: int, payload: bytes, item_json: str
@@ -414,6 +444,8 @@ class EmbeddedBroker(Broker):
             )
         else:
             db.execute("DELETE FROM items WHERE id = ?", (item.id,))
+        if change.scheduled_version is not None:
+            db.execute("DELETE FROM scheduled WHERE id = ?", (item.id,))
         db.execute("UPDATE meta SET offset = ? WHERE edition = ?", (offset, item.edition))
         db.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?)", (item.edition, offset, payload, item.editor)
@@ -477,6 +509,80 @@ class EmbeddedBroker(Broker):
             row = self.db.execute(
                 "SELECT min(expires_ms) FROM items WHERE expires_ms IS NOT NULL"
             ).fetchone()
+        return None if row[0] is None else datetime.fromtimestamp(row[0] / 1000, UTC)
+
+    # --- scheduled items -------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        item: Item,
+        expected_version: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> Published:
+        idem_key = f"{item.edition}:{idempotency_key}" if idempotency_key else None
+        if item.publish_at is None:
+            raise ValueError("a scheduled item needs publish_at")
+        with self._guard(), self._transaction() as db:
+            if idem_key is not None:
+                replay = self._idempotent_replay(db, idem_key, fingerprint)
+                if replay is not None:
+                    return Published(replay, None, replayed=True)
+            waiting = self._scheduled_version(db, item.id)
+            if expected_version is None:
+                live = db.execute("SELECT json FROM items WHERE id = ?", (item.id,)).fetchone()
+                if waiting is not None or live is not None:
+                    raise VersionConflict(item.id, waiting or json.loads(live[0])["version"])
+            elif waiting != expected_version:
+                raise VersionConflict(item.id, waiting)
+            db.execute(
+                "INSERT OR REPLACE INTO scheduled (id, edition, json, due_ms) VALUES (?, ?, ?, ?)",
+                (item.id, item.edition, item.to_json(), _ms(item.publish_at)),
+            )
+            if idem_key is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                    (
+                        idem_key,
+                        fingerprint,
+                        item.id,
+                        item.version,
+                        time.time() + self.idempotency_seconds,
+                    ),
+                )
+        return Published(item, None)
+
+    async def unschedule(self, item_id: str, expected_version: int) -> None:
+        with self._guard(), self._transaction() as db:
+            waiting = self._scheduled_version(db, item_id)
+            if waiting != expected_version:
+                raise VersionConflict(item_id, waiting)
+            db.execute("DELETE FROM scheduled WHERE id = ?", (item_id,))
+
+    async def get_scheduled(self, item_id: str) -> Item | None:
+        with self._guard():
+            row = self.db.execute("SELECT json FROM scheduled WHERE id = ?", (item_id,)).fetchone()
+        return Item.from_dict(json.loads(row[0])) if row else None
+
+    async def scheduled(self, edition: str) -> list[Item]:
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT json FROM scheduled WHERE edition = ? ORDER BY due_ms, id", (edition,)
+            ).fetchall()
+        return [Item.from_dict(json.loads(row[0])) for row in rows]
+
+    async def due_scheduled(self, now: datetime, limit: int = 100) -> list[Item]:
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT json FROM scheduled WHERE due_ms <= ? ORDER BY due_ms, id LIMIT ?",
+                (int(now.timestamp() * 1000), limit),
+            ).fetchall()
+        return [Item.from_dict(json.loads(row[0])) for row in rows]
+
+    async def next_scheduled(self) -> datetime | None:
+        with self._guard():
+            row = self.db.execute("SELECT min(due_ms) FROM scheduled").fetchone()
         return None if row[0] is None else datetime.fromtimestamp(row[0] / 1000, UTC)
 
     async def follow(self, editions: tuple[str, ...]) -> AsyncIterator[EditionState | Event]:

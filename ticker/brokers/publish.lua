@@ -2,13 +2,19 @@
 -- offset, item, expiry, log entry, audit entry, live announcement and idempotency record.
 -- Every check, and every command that can fail (XADD), comes before any other write:
 -- a script that stops with an error must leave nothing behind, as Redis does not roll back.
--- KEYS: meta, items, log, expiry, audit[, idempotency record]
+-- A post may release a scheduled item (claiming it: only the first release of a version
+-- passes), and a pinned item is refused when the edition has its fill of pinned ones.
+-- KEYS: meta, items, log, expiry, audit, pinned, scheduled (due times), scheduled items
+--       [, idempotency record]
 -- ARGV: candidate epoch, kind, item id, expected version, item JSON, event body,
 --       editor, expiry ms (or ''), history size, live channel, fingerprint, idempotency ttl,
---       item version, audit entry JSON, audit MINID
-local meta, items, log, expiry, audit, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+--       item version, audit entry JSON, audit MINID, pinned ('1' or '0'),
+--       pin limit (or ''), scheduled version (or '')
+local meta, items, log, expiry, audit, pinned, due, waiting, idem =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local candidate, kind, id, expected, item_json, body, editor, expires_ms, history, channel,
-  fingerprint, ttl, version, audit_entry, audit_minid = unpack(ARGV)
+  fingerprint, ttl, version, audit_entry, audit_minid, pin, max_pinned, scheduled_version =
+  unpack(ARGV)
 
 local function whole(value, least)
   local n = tonumber(value)
@@ -45,7 +51,8 @@ if idem then
     if seen[4] then -- a record from before records were slimmed down
       return {'replayed', seen[4]}
     end
-    return {'replayed-id', seen[2], seen[3], redis.call('HGET', items, seen[2]) or ''}
+    return {'replayed-id', seen[2], seen[3],
+      redis.call('HGET', items, seen[2]) or redis.call('HGET', waiting, seen[2]) or ''}
   end
 end
 
@@ -60,6 +67,23 @@ else
   local current = cjson.decode(stored).version
   if current ~= tonumber(expected) then
     return {'conflict', current}
+  end
+end
+if scheduled_version ~= '' then
+  local held = redis.call('HGET', waiting, id)
+  if not held then
+    return {'conflict'}
+  end
+  local current = cjson.decode(held).version
+  if current ~= tonumber(scheduled_version) then
+    return {'conflict', current}
+  end
+end
+local upsert = kind == 'posted' or kind == 'corrected'
+if upsert and pin == '1' and max_pinned ~= '' then
+  local others = redis.call('SCARD', pinned) - redis.call('SISMEMBER', pinned, id)
+  if others >= tonumber(max_pinned) then
+    return {'pinlimit', max_pinned}
   end
 end
 
@@ -79,16 +103,26 @@ redis.call('XADD', log, 'MAXLEN', history, offset .. '-0', 'event', payload, 'ed
 audit_append(audit, audit_entry, audit_minid)
 
 redis.call('HSET', meta, 'epoch', epoch, 'offset', offset)
-if kind == 'posted' or kind == 'corrected' then
+if upsert then
   redis.call('HSET', items, id, item_json)
   if expires_ms ~= '' then
     redis.call('ZADD', expiry, expires_ms, id)
   else
     redis.call('ZREM', expiry, id)
   end
+  if pin == '1' then
+    redis.call('SADD', pinned, id)
+  else
+    redis.call('SREM', pinned, id)
+  end
 else
   redis.call('HDEL', items, id)
   redis.call('ZREM', expiry, id)
+  redis.call('SREM', pinned, id)
+end
+if scheduled_version ~= '' then
+  redis.call('HDEL', waiting, id)
+  redis.call('ZREM', due, id)
 end
 redis.call('PUBLISH', channel, payload)
 if idem then

@@ -64,6 +64,7 @@ from .base import (
     BrokerUnavailable,
     Change,
     IdempotencyMismatch,
+    PinLimitReached,
     Published,
     TokenRecord,
     TokenStore,
@@ -149,11 +150,24 @@ class _EditionKeys:
     expiry: str
     live: str
     audit: str
+    pinned: str  # the ids of pinned live items
+    due: str  # scheduled items' ids by due time (a sorted set)
+    waiting: str  # scheduled items by id (a hash)
 
     @classmethod
     def of(cls, prefix: str, edition: str) -> _EditionKeys:
         base = f"{prefix}:{{{edition}}}"
-        names = ("meta", "items", "log", "expiry", "live", "audit")
+        names = (
+            "meta",
+            "items",
+            "log",
+            "expiry",
+            "live",
+            "audit",
+            "pinned",
+            "scheduled:due",
+            "scheduled",
+        )
         return cls(base, *(f"{base}:{name}" for name in names))
 
     def idempotency(self, key: str) -> str:
@@ -212,6 +226,7 @@ class RedisBroker(Broker):
             _lua("audit.lua", "revoke_token.lua")
         )
         self._lookup_token_script = self._redis.register_script(_lua("lookup_token.lua"))
+        self._schedule_script = self._redis.register_script(_lua("schedule.lua"))
 
     def _client(self, retry: Retry) -> Any:
         # With maintenance notifications on, redis-py 8.1 stops checking pooled connections
@@ -283,6 +298,7 @@ class RedisBroker(Broker):
                     self._add_token_script,
                     self._change_token_script,
                     self._lookup_token_script,
+                    self._schedule_script,
                 ):
                     await self._redis.script_load(script.script)
         except BrokerUnavailable as exc:
@@ -362,7 +378,16 @@ class RedisBroker(Broker):
     async def publish(self, change: Change) -> Published:
         item = change.item
         keys = self._edition(item.edition)
-        script_keys = [keys.meta, keys.items, keys.log, keys.expiry, keys.audit]
+        script_keys = [
+            keys.meta,
+            keys.items,
+            keys.log,
+            keys.expiry,
+            keys.audit,
+            keys.pinned,
+            keys.due,
+            keys.waiting,
+        ]
         if change.idempotency_key is not None:
             script_keys.append(keys.idempotency(change.idempotency_key))
         item_json = item.to_json()
@@ -383,6 +408,9 @@ class RedisBroker(Broker):
             item.version,
             (change.audit or trail.for_change(change.kind, item)).body_json(),
             self.audit_minid(),
+            "1" if item.pinned else "0",
+            "" if change.max_pinned is None else change.max_pinned,
+            "" if change.scheduled_version is None else change.scheduled_version,
         ]
         with self._reachable():
             reply = await self._publish_script(keys=script_keys, args=args)
@@ -482,6 +510,96 @@ class RedisBroker(Broker):
         with self._reachable():
             for keys in self._keys.values():
                 first = await self._redis.zrange(keys.expiry, 0, 0, withscores=True)
+                if first and (soonest is None or first[0][1] < soonest):
+                    soonest = first[0][1]
+        return None if soonest is None else _UNIX_EPOCH + timedelta(milliseconds=soonest)
+
+    # --- scheduled items -------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        item: Item,
+        expected_version: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> Published:
+        if item.publish_at is None:
+            raise ValueError("a scheduled item needs publish_at")
+        keys = self._edition(item.edition)
+        script_keys = [keys.due, keys.waiting, keys.items]
+        if idempotency_key is not None:
+            script_keys.append(keys.idempotency(idempotency_key))
+        args = [
+            "put",
+            item.id,
+            "" if expected_version is None else expected_version,
+            item.to_json(),
+            _ms(parse_time(item.publish_at)),
+            fingerprint,
+            self.idempotency_seconds,
+            item.version,
+        ]
+        with self._reachable():
+            reply = await self._schedule_script(keys=script_keys, args=args)
+            if reply[0] == b"replayed-id":
+                return await self._replay(keys, reply)
+        if reply[0] == b"mismatch":
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {idempotency_key!r} was used for a different request"
+            )
+        if reply[0] == b"conflict":
+            raise VersionConflict(item.id, int(reply[1]) if len(reply) > 1 else None)
+        return Published(item, None)
+
+    async def unschedule(self, item_id: str, expected_version: int) -> None:
+        keys = self._edition(edition_of(item_id) or "")
+        args = ["cancel", item_id, expected_version, "", "", "", "", ""]
+        with self._reachable():
+            reply = await self._schedule_script(
+                keys=[keys.due, keys.waiting, keys.items], args=args
+            )
+        if reply[0] == b"conflict":
+            raise VersionConflict(item_id, int(reply[1]) if len(reply) > 1 else None)
+
+    async def get_scheduled(self, item_id: str) -> Item | None:
+        keys = self._keys.get(edition_of(item_id) or "")
+        if keys is None:
+            return None
+        with self._reachable():
+            stored = await self._redis.hget(keys.waiting, item_id)
+        return None if stored is None else Item.from_dict(json.loads(stored))
+
+    async def scheduled(self, edition: str) -> list[Item]:
+        keys = self._edition(edition)
+        with self._reachable():
+            stored = await self._redis.hvals(keys.waiting)
+        found = [Item.from_dict(json.loads(raw)) for raw in stored]
+        return sorted(found, key=lambda i: (parse_time(i.publish_at or ""), i.id))
+
+    async def due_scheduled(self, now: datetime, limit: int = 100) -> list[Item]:
+        found: list[tuple[float, Item]] = []
+        with self._reachable():
+            for keys in self._keys.values():
+                due = await self._redis.zrangebyscore(
+                    keys.due, "-inf", _ms(now), start=0, num=limit, withscores=True
+                )
+                if not due:
+                    continue
+                stored = await self._redis.hmget(keys.waiting, [item_id for item_id, _ in due])
+                found += [
+                    (score, Item.from_dict(json.loads(raw)))
+                    for (_, score), raw in zip(due, stored, strict=True)
+                    if raw is not None
+                ]
+        found.sort(key=lambda pair: pair[0])
+        return [item for _, item in found[:limit]]
+
+    async def next_scheduled(self) -> datetime | None:
+        soonest: float | None = None
+        with self._reachable():
+            for keys in self._keys.values():
+                first = await self._redis.zrange(keys.due, 0, 0, withscores=True)
                 if first and (soonest is None or first[0][1] < soonest):
                     soonest = first[0][1]
         return None if soonest is None else _UNIX_EPOCH + timedelta(milliseconds=soonest)
@@ -985,4 +1103,6 @@ def _published(change: Change, reply: list[Any]) -> Published:
         raise IdempotencyMismatch(
             f"Idempotency-Key {change.idempotency_key!r} was used for a different request"
         )
+    if status == b"pinlimit":
+        raise PinLimitReached(change.item.edition, int(reply[1]))
     raise VersionConflict(change.item.id, int(reply[1]) if len(reply) > 1 else None)
