@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import archive
+
 TARGETS = {
     "cpu_ratio": 1.10,
     "kb_per_connection": 10.0,
@@ -14,6 +16,7 @@ TARGETS = {
     "stream_cpu_ratio": 1.15,
     "conditional_per_second": 2000,
     "kb_per_stream": 8.0,
+    "archive_p99_ms": 50.0,
 }
 
 
@@ -67,6 +70,10 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, bool]]:
         (
             "conditional GETs: every one answered 304",
             all(c["not_modified"] == c["requests"] for c in r["conditional"].values()),
+        ),
+        (
+            "archive: every query answered, on both stores",
+            r["archive"]["failed"] == 0,
         ),
     ]
     return checks
@@ -153,6 +160,12 @@ def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "SSE burst of 20 (concurrent posts), s",
             r["streams"]["burst"]["seconds_until_all"],
             f"<= {t['burst_seconds']}",
+            "le",
+        ),
+        (
+            "archive query p99 (worst kind, both stores), ms",
+            r["archive"]["worst_p99_ms"],
+            f"<= {t['archive_p99_ms']}",
             "le",
         ),
     ]
@@ -274,6 +287,7 @@ def render(r: dict[str, Any]) -> str:
         f"{r['streams']['ws']['us_per_delivery']} over WebSocket "
         f"(x{r['streams']['ratio']}), {r['streams']['kb_per_stream']} KB per stream, "
         f"burst of 20 in {r['streams']['burst']['seconds_until_all']} s",
+        archive.render(r["archive"]),
         f"keepalive: ping every {r['keepalive']['ping_interval_s']} s, "
         f"{r['keepalive']['pings_answered']} pings answered, "
         f"{r['keepalive']['closed_by_server']} readers closed by the hub",

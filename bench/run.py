@@ -30,7 +30,7 @@ from typing import Any
 from ticker import config, eventloop
 from ticker.events import parse_cursor
 
-from . import report
+from . import archive, report
 from .http import FILLER, HttpConnection, Poster
 from .procs import (
     BenchError,
@@ -75,6 +75,8 @@ class Options:
     hub_args: list[str] = field(default_factory=list)
     publisher_args: list[str] = field(default_factory=list)
     tracemalloc: Path | None = None
+    archive_items: int = 100_000  # per store, in the archive phase
+    archive_queries: int = 200  # per kind of archive query and store
     smoke: bool = False
     serve: bool = False  # one `ticker serve` on the embedded store instead of Redis
 
@@ -859,6 +861,9 @@ class Bench:
         self._start_profiler("streams")
         r["streams"] = await self.measure_streams()
         self._stop_profiler()
+        r["archive"] = await archive.measure(
+            self.logdir, self.options.archive_items, self.options.archive_queries
+        )
         r["summary"] = report.summarize(r)
         return r
 
@@ -936,6 +941,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--posts", type=int, default=3000, help="publisher throughput posts")
     parser.add_argument("--post-concurrency", type=int, default=32)
     parser.add_argument(
+        "--archive-items", type=int, default=100_000, help="items per store, archive phase"
+    )
+    parser.add_argument(
+        "--archive-queries", type=int, default=200, help="archive queries per kind and store"
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         dest="json_path",
@@ -974,6 +985,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         options.rounds, options.messages = 1, 5
         options.idle_seconds, options.settle_seconds = 0.5, 0.5
         options.posts = 100
+        options.archive_items, options.archive_queries = 300, 10
         options.timeout = 20.0
     if options.json_path is None:
         options.json_path = (

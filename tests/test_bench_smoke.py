@@ -30,6 +30,7 @@ CHECKS = {
     "publisher: every post accepted",
     "streams: every reader got every item, in order",
     "conditional GETs: every one answered 304",
+    "archive: every query answered, on both stores",
 }
 
 
@@ -127,6 +128,22 @@ def test_smoke_run_delivers_everything_in_order(tmp_path: Path) -> None:
     for run in publisher["sweep"]:
         assert (run["posts"], run["failed"]) == (options["posts"], 0), run
         assert positive(run["posts_per_second"]) and run["p50_ms"] <= run["p99_ms"], run
+
+    # The archive phase: both stores loaded, every kind of query timed and answered.
+    archive = results["archive"]
+    assert (archive["items"], archive["failed"]) == (300, 0)
+    for store in ("embedded", "redis"):
+        side = archive[store]
+        assert side["load"]["changes"] == 360 and positive(side["bytes_per_item"]), store
+        for kind in ("latest", "q_common", "q_rare", "editor", "range", "page2"):
+            timed = side[kind]
+            assert timed["queries"] == 10 and positive(timed["items_per_answer"]), (store, kind)
+            assert positive(timed["p50_ms"]) and timed["p50_ms"] <= timed["p99_ms"], (store, kind)
+    assert archive["worst_p99_ms"] == max(
+        archive[store][kind]["p99_ms"]
+        for store in ("embedded", "redis")
+        for kind in ("latest", "q_common", "q_rare", "editor", "range", "page2")
+    )
 
     # The verdicts are reported, never asserted, but each target names a finite figure.
     assert summary["targets"], summary

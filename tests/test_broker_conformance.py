@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from ticker.archive import ArchiveQuery, record_key
+from ticker.archive import words as archive_words
+from ticker.brokers import embedded, redis
 from ticker.brokers.base import (
     Broker,
     Change,
@@ -394,3 +397,171 @@ async def test_concurrent_pins_never_pass_the_cap(broker: Broker) -> None:
     assert sum(isinstance(r, Published) for r in results) == 3
     assert sum(isinstance(r, PinLimitReached) for r in results) == 5
     assert len((await broker.live("en"))[1]) == 3
+
+
+# --- the archive -------------------------------------------------------------------------------
+
+
+def dated(headline: str, ms: int, editor: str = "desk", edition: str = "en") -> Item:
+    """An item posted `ms` milliseconds after T0, so the archive's order is known."""
+    payload = {"edition": edition, "headline": headline}
+    when = T0 + timedelta(milliseconds=ms)
+    return create(payload, editor=editor, vocabulary=VOCABULARY, limits=LIMITS, now=when)
+
+
+async def everything(broker: Broker, **asked: Any) -> list[dict[str, Any]]:
+    """Every page of an archive query, followed to its end."""
+    found: list[dict[str, Any]] = []
+    query = ArchiveQuery(**{"edition": "en", **asked})
+    while True:
+        page = await broker.archive(query)
+        assert len(page.items) <= query.limit
+        found += page.items
+        if page.next is None:
+            return found
+        assert query.below is None or page.next < query.below
+        query = replace(query, below=page.next)
+
+
+def headlines(items: list[dict[str, Any]]) -> list[str]:
+    return [item["headline"] for item in items]
+
+
+async def test_the_archive_keeps_every_item_at_its_latest_version(broker: Broker) -> None:
+    first = dated("Quake hits the coast", 1)
+    second = dated("Floods in the north", 2)
+    third = dated("Storm over the bay", 3)
+    await broker.publish(Change("posted", dated("عاجل: انفجار", 4, edition="ar")))
+    for item in (first, second, third):
+        await broker.publish(Change("posted", item))
+    fixed = await fix(broker, first, headline="Strong quake hits the coast")
+    await broker.publish(Change("withdrawn", withdraw(fixed.item, editor="chief"), 2))
+    await broker.publish(Change("expired", expire(second), expected_version=1))
+
+    found = await everything(broker)
+    assert [(i["headline"], i["status"], i["version"]) for i in found] == [
+        ("Storm over the bay", "live", 1),
+        ("Floods in the north", "expired", 2),
+        ("Strong quake hits the coast", "withdrawn", 3),
+    ]
+    assert found[2]["editor"] == "chief" and found[2]["id"] == first.id
+    assert headlines(await everything(broker, status="live")) == ["Storm over the bay"]
+    assert headlines(await everything(broker, status="expired")) == ["Floods in the north"]
+    assert [i["status"] for i in await everything(broker, status="withdrawn")] == ["withdrawn"]
+    assert headlines(await everything(broker, edition="ar")) == ["عاجل: انفجار"]
+    assert await everything(broker, edition="es") == []
+
+
+async def test_the_archive_searches_words_editors_and_times(broker: Broker) -> None:
+    spanish = dated("Crisis POLÍTICA en Perú", 10, editor="ana")
+    plain = dated("La politica del agua", 20)
+    other = dated("Nothing to see here", 30, editor="ana")
+    for item in (spanish, plain, other):
+        await broker.publish(Change("posted", item))
+    corrected = correct(
+        other, {"headline": "Agua para todos"}, editor="luis", vocabulary=VOCABULARY, limits=LIMITS
+    )
+    await broker.publish(Change("corrected", corrected, expected_version=1))
+
+    def words_of(text: str) -> tuple[str, ...]:
+        return tuple(archive_words(text))
+
+    assert headlines(await everything(broker, words=words_of("política"))) == [
+        "La politica del agua",
+        "Crisis POLÍTICA en Perú",
+    ]
+    assert headlines(await everything(broker, words=words_of("PERU politica"))) == [
+        "Crisis POLÍTICA en Perú"
+    ]
+    # A correction is searched as it reads now; its old words find nothing.
+    assert await everything(broker, words=words_of("nothing")) == []
+    assert headlines(await everything(broker, words=words_of("agua"))) == [
+        "Agua para todos",
+        "La politica del agua",
+    ]
+    # An editor finds what they posted, corrected or withdrew.
+    assert headlines(await everything(broker, editor="ana")) == [
+        "Agua para todos",
+        "Crisis POLÍTICA en Perú",
+    ]
+    assert headlines(await everything(broker, editor="luis")) == ["Agua para todos"]
+    assert await everything(broker, editor="nobody") == []
+    assert await everything(broker, words=words_of("agua"), status="withdrawn") == []
+    # from is inclusive, to exclusive, on the time the item was first posted.
+    at = record_key(plain.to_dict()).partition(":")[0] + ":"
+    assert headlines(await everything(broker, at_least=at)) == [
+        "Agua para todos",
+        "La politica del agua",
+    ]
+    assert headlines(await everything(broker, below=at)) == ["Crisis POLÍTICA en Perú"]
+
+
+async def test_archive_pages_neither_repeat_nor_skip_while_items_arrive(broker: Broker) -> None:
+    # Several items share a millisecond: the id orders them.
+    old = [dated(f"Old item {n}", n // 3) for n in range(23)]
+    for item in old:
+        await broker.publish(Change("posted", item))
+    query = ArchiveQuery("en", limit=5)
+    seen: list[dict[str, Any]] = []
+    newer = 1000
+    while True:
+        page = await broker.archive(query)
+        seen += page.items
+        # Newer items, a correction and a withdrawal between pages change nothing in paging.
+        newer += 1
+        await broker.publish(Change("posted", dated(f"New item {newer}", newer)))
+        if page.next is None:
+            break
+        query = replace(query, below=page.next)
+    keys = [record_key(item) for item in seen]
+    assert keys == sorted(keys, reverse=True)
+    assert sorted(item["id"] for item in seen) == sorted(item.id for item in old)
+
+
+async def test_a_query_whose_terms_rarely_meet_is_bounded(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (embedded, redis):
+        monkeypatch.setattr(module, "SCAN_BUDGET", 8)
+    # 12 items say alpha, 20 say beta, and only two say both.
+    for n in range(30):
+        words = ["alpha"] * (n < 12) + ["beta"] * (n >= 10)
+        await broker.publish(Change("posted", dated(" ".join([*words, str(n)]), n)))
+    query = ArchiveQuery("en", words=("alpha", "beta"), limit=3)
+    page = await broker.archive(query)
+    # The eight newest alpha items were examined: a short page, and where to go on.
+    assert headlines(page.items) == ["alpha beta 11", "alpha beta 10"]
+    assert page.next is not None
+    following = await broker.archive(replace(query, below=page.next))
+    assert following.items == [] and following.next is None
+    found = await everything(broker, words=("beta", "alpha"), limit=1)
+    assert headlines(found) == ["alpha beta 11", "alpha beta 10"]
+
+
+async def test_a_prune_removes_old_items_that_are_no_longer_live(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (embedded, redis):
+        monkeypatch.setattr(module, "PRUNE_BATCH", 2)
+    gone, expired, live, recent = (dated(f"Harbour news {n}", n) for n in range(4))
+    for item in (gone, expired, live, recent):
+        await broker.publish(Change("posted", item))
+    await broker.publish(Change("withdrawn", withdraw(gone, editor="chief"), 1))
+    await broker.publish(Change("expired", expire(expired), expected_version=1))
+    await broker.publish(Change("withdrawn", withdraw(recent, editor="chief"), 1))
+    await broker.publish(Change("posted", dated("Harbour news in Arabic", 0, edition="ar")))
+
+    assert await broker.prune_archive("en", record_key(recent.to_dict())) == 2
+    assert headlines(await everything(broker)) == ["Harbour news 3", "Harbour news 2"]
+    # Nothing of the pruned items is left to find.
+    assert headlines(await everything(broker, words=("harbour",))) == [
+        "Harbour news 3",
+        "Harbour news 2",
+    ]
+    assert headlines(await everything(broker, editor="chief")) == ["Harbour news 3"]
+    assert await everything(broker, status="expired") == []
+    assert headlines(await everything(broker, edition="ar")) == ["Harbour news in Arabic"]
+    # Pruning again removes nothing; the live item goes on being archived.
+    assert await broker.prune_archive("en", record_key(recent.to_dict())) == 0
+    await broker.publish(Change("withdrawn", withdraw(live, editor="desk"), 1))
+    assert [i["status"] for i in await everything(broker, words=("2",))] == ["withdrawn"]

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,10 @@ import pytest
 from procs import TICKER, free_port, read_until, stop, ticker
 from redisserver import RedisServer
 
-from ticker import cli
-from ticker.brokers.base import BrokerMisconfigured
+from ticker import cli, config
+from ticker import items as rules
+from ticker.archive import ArchiveQuery
+from ticker.brokers.base import BrokerMisconfigured, Change
 from ticker.brokers.embedded import EmbeddedBroker
 
 
@@ -397,3 +400,36 @@ def test_serve_closes_slow_connections_and_keeps_serving(tmp_path: Path):
         for sock in slow:
             sock.close()
         stop(process)
+
+
+async def test_archive_prune(tmp_path: Path):
+    db = str(tmp_path / "t.db")
+    broker = EmbeddedBroker(db, editions=("en", "ar", "es"))
+    await broker.start()
+    for year in (2019, 2021):
+        when = datetime(year, 1, 1, tzinfo=UTC)
+        item = rules.create(
+            {"edition": "en", "headline": f"From {year}"},
+            editor="amal",
+            vocabulary=config.Vocabulary(),
+            limits=config.Limits(),
+            now=when,
+        )
+        await broker.publish(Change("posted", item))
+        await broker.publish(Change("withdrawn", rules.withdraw(item, editor="amal"), 1))
+    await broker.close()
+    pruned = ticker("archive", "prune", "--before", "2020-01-01", "--db", db)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.splitlines() == [
+        "en: removed 1 items posted before 2020-01-01",
+        "ar: removed 0 items posted before 2020-01-01",
+        "es: removed 0 items posted before 2020-01-01",
+    ]
+    await broker.start()
+    page = await broker.archive(ArchiveQuery("en"))
+    await broker.close()
+    assert [item["headline"] for item in page.items] == ["From 2021"]
+    bad = ticker("archive", "prune", "--before", "last week", "--db", db)
+    assert bad.returncode != 0 and "--before must be an ISO 8601 date" in bad.stderr
+    unknown = ticker("archive", "prune", "--before", "2020-01-01", "--edition", "xx", "--db", db)
+    assert unknown.returncode != 0 and "--edition must be one of en, ar, es" in unknown.stderr

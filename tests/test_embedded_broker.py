@@ -210,7 +210,7 @@ async def test_the_lock_holds_across_processes(make_broker: MakeBroker, db_path:
 # --- a file that shrinks -----------------------------------------------------------------
 
 
-async def test_the_file_shrinks_after_mass_withdrawal(
+async def test_the_file_shrinks_after_mass_withdrawal_and_a_prune(
     make_broker: MakeBroker, db_path: Path
 ) -> None:
     broker = await make_broker()
@@ -219,7 +219,11 @@ async def test_the_file_shrinks_after_mass_withdrawal(
     full = db_path.stat().st_size
     for item in posted:
         await broker.publish(Change("withdrawn", withdraw(item, editor="desk"), expected_version=1))
-    # The audit trail keeps every change for its retention; once that has passed:
+    # The archive keeps withdrawn items until they are pruned, and the audit trail every
+    # change for its retention; once both have passed:
+    broker.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert db_path.stat().st_size > full / 2
+    assert await broker.prune_archive("en", "9999999999999:") == 4000
     assert await broker.audit.prune(datetime.now(UTC) + timedelta(days=91)) == 8000
     await broker.close()
     empty = db_path.stat().st_size

@@ -1,4 +1,4 @@
-"""The `ticker` command: serve, publisher, hub, token, audit, post, tail."""
+"""The `ticker` command: serve, publisher, hub, token, audit, archive, post, tail."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import audit, auth, config, eventloop
+from . import archive, audit, auth, config, eventloop
 from .api_client import ApiError, PublisherClient, Unreachable
 from .auth import TokenError
 from .brokers import make_broker
@@ -140,6 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     trail.add_argument("--json", action="store_true", help="one JSON object per line")
     _store_flags(trail)
     trail.set_defaults(run=_run(_audit))
+
+    archived = commands.add_parser("archive", help="look after the archive of past items")
+    archive_commands = archived.add_subparsers(metavar="ACTION", required=True)
+    prune = archive_commands.add_parser(
+        "prune", help="remove items posted before a date that are no longer live"
+    )
+    prune.add_argument("--before", required=True, help="ISO 8601 date or time (UTC if no offset)")
+    prune.add_argument("--edition", action="append", help="only this edition (default: all)")
+    _store_flags(prune)
+    prune.set_defaults(run=_run(_archive_prune))
 
     post = commands.add_parser("post", help="post an item from the shell")
     post.add_argument("headline")
@@ -548,6 +558,24 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> None:
         )
     if page.cursor:
         print(f"# more: --cursor {page.cursor}", file=sys.stderr)
+
+
+# --- the archive -----------------------------------------------------------------------------
+
+
+async def _archive_prune(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        before = archive.time_key(args.before, "--before")
+    except archive.QueryError as exc:
+        raise SystemExit(f"ticker: {exc}") from None
+    editions = settings.vocabulary.editions
+    unknown = sorted(set(args.edition or ()) - set(editions))
+    if unknown:
+        raise SystemExit(f"ticker: --edition must be one of {', '.join(editions)}")
+    async with _started(make_broker(settings)) as broker:
+        for edition in args.edition or editions:
+            removed = await broker.prune_archive(edition, before)
+            print(f"{edition}: removed {removed} items posted before {args.before}")
 
 
 # --- clients ---------------------------------------------------------------------------------

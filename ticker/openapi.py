@@ -291,6 +291,19 @@ def _schemas(
                 "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
             },
         },
+        "ArchivePage": {
+            "type": "object",
+            "required": ["edition", "status", "items", "next"],
+            "properties": {
+                "edition": {"type": "string"},
+                "status": {"type": "string", "enum": ["all", "live", "withdrawn", "expired"]},
+                "items": {"type": "array", "items": {"type": "object"}},
+                "next": {
+                    "type": ["string", "null"],
+                    "description": "the cursor of the next page; null after the last",
+                },
+            },
+        },
         "Events": {
             "type": "object",
             "required": ["edition", "cursor", "more", "messages"],

@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audit, auth, catchup, feeds, live_page, ninjs, openapi
+from . import archive, audit, auth, catchup, feeds, live_page, ninjs, openapi
 from . import items as rules
 from . import publisher_metrics as metrics
 from .bodylimit import BodyLimit
@@ -234,6 +234,32 @@ FORMAT = query(
     "ninjs: IPTC ninjs 2.2; ninjs3: IPTC ninjs 3.1",
 )
 
+ARCHIVE_PARAMS = (
+    query(
+        "status",
+        {"type": "string", "enum": list(archive.STATUSES)},
+        "live (the default) lists the live ticker; all, withdrawn or expired search the archive",
+    ),
+    query(
+        "q",
+        {"type": "string", "minLength": 1, "maxLength": archive.Q_MAX},
+        "archive: words that must all be in the headline (any case, with or without accents)",
+    ),
+    query(
+        "editor",
+        {"type": "string", "minLength": 1, "maxLength": archive.EDITOR_MAX},
+        "archive: items this editor posted, corrected or withdrew",
+    ),
+    query("from", {"type": "string"}, "archive: posted at or after (ISO 8601; UTC if no offset)"),
+    query("to", {"type": "string"}, "archive: posted before (ISO 8601; UTC if no offset)"),
+    query("cursor", {"type": "string"}, "archive: the `next` of the previous page"),
+    query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": archive.MAX_LIMIT},
+        f"archive: items per page (default {archive.DEFAULT_LIMIT})",
+    ),
+)
+
 
 class _Api:
     def __init__(self, settings: Settings, broker: Broker, guard: Limits) -> None:
@@ -296,13 +322,25 @@ class _Api:
         )
 
     @operation(
-        "The current ticker of an edition, pinned items first, then newest first, with its cursor",
-        params=(EDITION, REGION, CATEGORY, FORMAT),
-        responses={200: ("the live items", ref("ItemList"))},
-        errors=(400, 503),
+        "The current ticker of an edition (pinned items first), or its archive (editors only)",
+        description="Without archive parameters (a status other than live, q, editor, from, "
+        "to, cursor, limit): the live items, pinned first, then newest first, with the "
+        "edition's cursor, for anyone. With any of them: a page of the archive, every item "
+        "ever posted at its latest version, newest first, which needs an editor token "
+        "(docs/api.md).",
+        params=(EDITION, REGION, CATEGORY, FORMAT, *ARCHIVE_PARAMS),
+        responses={
+            200: (
+                "the live items, or a page of the archive",
+                {"anyOf": [ref("ItemList"), ref("ArchivePage")]},
+            )
+        },
+        errors=(400, 401, 429, 503),
     )
     async def list_items(self, request: Request) -> Response:
         params = request.query_params
+        if archive.is_archive_query(params):
+            return await self._archive(request)
         render = _renderer(params.get("format"))
         try:
             wanted = {name: params.get(name) for name in ("edition", "region", "category")}
@@ -319,6 +357,24 @@ class _Api:
         if render:
             live = [render(Item.from_dict(i)) for i in live]
         return _public(JSONResponse({"edition": edition, "cursor": str(cursor), "items": live}))
+
+    async def _archive(self, request: Request) -> Response:
+        """A page of the archive. Withdrawn items were taken down for a reason, so the
+        archive is for editors only, and never cached by anyone between."""
+        await self.principal(request, need="post")
+        params = request.query_params
+        try:
+            query = archive.parse_query(
+                {name: params.getlist(name) for name in params}, self.vocabulary
+            )
+        except archive.QueryError as exc:
+            raise ApiError(
+                400, "invalid_parameter", str(exc), fields={exc.field: str(exc)}
+            ) from None
+        page = await _call(self.broker.archive(query))
+        after = None if page.next is None else archive.encode_cursor(page.next)
+        body = {"edition": query.edition, "status": query.status, "items": page.items}
+        return JSONResponse({**body, "next": after}, headers={"Cache-Control": "private, no-store"})
 
     @operation(
         "What changed since a cursor (catch-up)",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..archive import ArchivePage, ArchiveQuery
 from ..audit import AuditEntry, AuditPage, AuditQuery
 from ..events import ChangeKind, Cursor, EditionState, Event
 from ..items import Item, edition_of
@@ -164,6 +165,17 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
         """Live items whose expiry has passed, soonest first."""
+
+    @abc.abstractmethod
+    async def archive(self, query: ArchiveQuery) -> ArchivePage:
+        """A page of the edition's archive: every item ever posted, at its latest version
+        and status, newest first, filtered by the query's terms and key bounds. Examines at
+        most `archive.SCAN_BUDGET` records, so a page may be short and still have a next."""
+
+    @abc.abstractmethod
+    async def prune_archive(self, edition: str, before: str) -> int:
+        """Remove from the archive the items posted before the key `before` that are no
+        longer live; returns how many. Works in batches, so publishes go on meanwhile."""
 
     async def cursor(self, edition: str) -> Cursor:
         """Where the edition's log stands; brokers answer it cheaper than `live`, for the

@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import audit as trail
+from ..archive import (
+    PRUNE_BATCH,
+    SCAN_BUDGET,
+    ArchivePage,
+    ArchiveQuery,
+    page_of,
+    record_key,
+    record_terms,
+)
 from ..audit import AuditEntry, AuditPage, AuditQuery, AuditQueryError
 from ..events import UPSERT_KINDS, Cursor, EditionState, Event, event_body, event_payload
 from ..items import Item, edition_of, parse_time
@@ -69,6 +78,12 @@ CREATE INDEX IF NOT EXISTS audit_item ON audit (item) WHERE item IS NOT NULL;
 CREATE TABLE IF NOT EXISTS scheduled (id TEXT PRIMARY KEY, edition TEXT NOT NULL,
     json TEXT NOT NULL, due_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS scheduled_due ON scheduled (due_ms);
+CREATE TABLE IF NOT EXISTS archive (id TEXT PRIMARY KEY, edition TEXT NOT NULL,
+    key TEXT NOT NULL, version INTEGER NOT NULL, terms TEXT NOT NULL, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS archive_by_key ON archive (edition, key);
+CREATE TABLE IF NOT EXISTS archive_terms (edition TEXT NOT NULL, term TEXT NOT NULL,
+    key TEXT NOT NULL, PRIMARY KEY (edition, term, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS archive_backfilled (edition TEXT PRIMARY KEY);
 """
 
 # Tokens made before roles existed have none of these: NULL roles is a legacy token.
@@ -186,6 +201,7 @@ class EmbeddedBroker(Broker):
             self._db = self._open()
             for edition in self.editions:
                 self._ensure_epoch(edition)
+                self._backfill(edition)
         except BaseException:
             self._release()
             raise
@@ -454,6 +470,7 @@ class EmbeddedBroker(Broker):
             "DELETE FROM events WHERE edition = ? AND offset <= ?",
             (item.edition, offset - self.history),
         )
+        _archive(db, item.to_dict(), item_json)
 
     async def get(self, item_id: str) -> Item | None:
         if edition_of(item_id) not in self.editions:
@@ -603,6 +620,119 @@ class EmbeddedBroker(Broker):
         finally:
             self._followers.remove(queue)
 
+    def _backfill(self, edition: str) -> None:
+        """Archive what a store written before the archive holds: the items in the retained
+        history, then the live ones. Once per edition (a row marks it done); a record already
+        at the same or a newer version is left as it is."""
+        db = self.db
+        done = "SELECT 1 FROM archive_backfilled WHERE edition = ?"
+        if db.execute(done, (edition,)).fetchone():
+            return
+        with _Transaction(db):
+            if db.execute(done, (edition,)).fetchone():
+                return
+            rows = db.execute(
+                "SELECT payload FROM events WHERE edition = ? ORDER BY offset", (edition,)
+            ).fetchall()
+            for (payload,) in rows:
+                item = Event.from_payload(payload).item
+                if {"id", "created", "version", "status", "editor"} <= item.keys():
+                    _archive(db, item, json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+            for (item_json,) in db.execute(
+                "SELECT json FROM items WHERE edition = ?", (edition,)
+            ).fetchall():
+                _archive(db, json.loads(item_json), item_json)
+            db.execute("INSERT INTO archive_backfilled VALUES (?)", (edition,))
+
+    async def archive(self, query: ArchiveQuery) -> ArchivePage:
+        with self._guard():
+            keys, after = self._archive_keys(query)
+            if not keys:
+                return ArchivePage([], after)
+            marks = ",".join("?" * len(keys))
+            stored = dict(
+                self.db.execute(
+                    f"SELECT key, json FROM archive WHERE edition = ? AND key IN ({marks})",
+                    (query.edition, *keys),
+                ).fetchall()
+            )
+        return ArchivePage([json.loads(stored[key]) for key in keys if key in stored], after)
+
+    def _archive_keys(self, query: ArchiveQuery) -> tuple[list[str], str | None]:
+        """The keys of one page: the rarest term drives (or the whole archive, without
+        terms), the other terms are checked per key, within the scan budget."""
+        db, edition = self.db, query.edition
+        terms = sorted(query.terms, key=lambda term: self._term_size(edition, term))
+        bounds, args = "", []
+        if query.below is not None:
+            bounds += " AND key < ?"
+            args.append(query.below)
+        if query.at_least is not None:
+            bounds += " AND key >= ?"
+            args.append(query.at_least)
+        if terms:
+            window = (
+                "SELECT key FROM archive_terms WHERE edition = ? AND term = ?"
+                f"{bounds} ORDER BY key DESC LIMIT ?"
+            )
+            window_args = [edition, terms[0], *args, SCAN_BUDGET]
+        else:
+            window = f"SELECT key FROM archive WHERE edition = ?{bounds} ORDER BY key DESC LIMIT ?"
+            window_args = [edition, *args, SCAN_BUDGET]
+        checks = "".join(
+            " AND EXISTS (SELECT 1 FROM archive_terms t WHERE t.edition = ? AND t.term = ?"
+            " AND t.key = w.key)"
+            for _ in terms[1:]
+        )
+        check_args = [value for term in terms[1:] for value in (edition, term)]
+        found = [
+            key
+            for (key,) in db.execute(
+                f"SELECT key FROM ({window}) w WHERE 1{checks} ORDER BY key DESC LIMIT ?",
+                (*window_args, *check_args, query.limit + 1),
+            )
+        ]
+        last_scanned = None
+        if len(found) <= query.limit:
+            scanned, lowest = db.execute(
+                f"SELECT count(*), min(key) FROM ({window})", window_args
+            ).fetchone()
+            if scanned >= SCAN_BUDGET:
+                last_scanned = lowest
+        return page_of(found, query.limit, last_scanned)
+
+    def _term_size(self, edition: str, term: str) -> int:
+        """How many records a term holds, counted up to the scan budget: enough to choose
+        the rarest term, at a bounded cost."""
+        return self.db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM archive_terms WHERE edition = ? AND term = ?"
+            " LIMIT ?)",
+            (edition, term, SCAN_BUDGET + 1),
+        ).fetchone()[0]
+
+    async def prune_archive(self, edition: str, before: str) -> int:
+        removed, after = 0, ""
+        while True:
+            with self._guard(), self._transaction() as db:
+                rows = db.execute(
+                    "SELECT id, key, terms FROM archive WHERE edition = ? AND key > ?"
+                    " AND key < ? ORDER BY key LIMIT ?",
+                    (edition, after, before, PRUNE_BATCH),
+                ).fetchall()
+                for item_id, key, terms in rows:
+                    kept = json.loads(terms)
+                    if "s:live" in kept:
+                        continue
+                    db.executemany(
+                        "DELETE FROM archive_terms WHERE edition = ? AND term = ? AND key = ?",
+                        [(edition, term, key) for term in kept],
+                    )
+                    db.execute("DELETE FROM archive WHERE id = ?", (item_id,))
+                    removed += 1
+            if len(rows) < PRUNE_BATCH:
+                return removed
+            after = rows[-1][1]
+
     @property
     def tokens(self) -> TokenStore:
         return _EmbeddedTokens(self)
@@ -626,6 +756,41 @@ def _json_list(value: tuple[str, ...] | None) -> str | None:
 
 def _tuple(value: str | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(json.loads(value))
+
+
+def _archive(db: sqlite3.Connection, item: dict[str, Any], item_json: str) -> None:
+    """Keep the item's latest version in the archive, with its terms; an older version
+    than the one archived changes nothing. Editors are never taken off a record: the
+    archive finds an item by everyone who changed it. The record lists its terms, so a
+    change or a prune takes back exactly those."""
+    edition, key = item["edition"], record_key(item)
+    row = db.execute("SELECT version, terms FROM archive WHERE id = ?", (item["id"],)).fetchone()
+    terms = record_terms(item)
+    if row is not None:
+        if row[0] >= item["version"]:
+            return
+        old = json.loads(row[1])
+        terms += [term for term in old if term.startswith("e:") and term not in terms]
+        db.executemany(
+            "DELETE FROM archive_terms WHERE edition = ? AND term = ? AND key = ?",
+            [(edition, term, key) for term in set(old) - set(terms)],
+        )
+    db.execute(
+        "INSERT OR REPLACE INTO archive (id, edition, key, version, terms, json)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            item["id"],
+            edition,
+            key,
+            item["version"],
+            json.dumps(terms, ensure_ascii=False),
+            item_json,
+        ),
+    )
+    db.executemany(
+        "INSERT OR IGNORE INTO archive_terms VALUES (?, ?, ?)",
+        [(edition, term, key) for term in terms],
+    )
 
 
 class _EmbeddedTokens(TokenStore):

@@ -9,7 +9,8 @@
 -- ARGV: candidate epoch, kind, item id, expected version, item JSON, event body,
 --       editor, expiry ms (or ''), history size, live channel, fingerprint, idempotency ttl,
 --       item version, audit entry JSON, audit MINID, pinned ('1' or '0'),
---       pin limit (or ''), scheduled version (or '')
+--       pin limit (or ''), scheduled version (or ''), archive base, archive key,
+--       archive term...
 local meta, items, log, expiry, audit, pinned, due, waiting, idem =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local candidate, kind, id, expected, item_json, body, editor, expires_ms, history, channel,
@@ -124,6 +125,7 @@ if scheduled_version ~= '' then
   redis.call('HDEL', waiting, id)
   redis.call('ZREM', due, id)
 end
+archive_put(ARGV[19], id, tonumber(version), ARGV[20], item_json, {unpack(ARGV, 21)})
 redis.call('PUBLISH', channel, payload)
 if idem then
   -- Only what a replay needs: the item itself is in the items hash or the log.

@@ -52,6 +52,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from .. import audit as trail
+from ..archive import PRUNE_BATCH, SCAN_BUDGET, ArchivePage, ArchiveQuery, record_key, record_terms
 from ..audit import AuditEntry, AuditPage, AuditQuery, AuditQueryError
 from ..events import UPSERT_KINDS, Cursor, EditionState, Event, event_body
 from ..items import Item, edition_of, parse_time
@@ -153,6 +154,7 @@ class _EditionKeys:
     pinned: str  # the ids of pinned live items
     due: str  # scheduled items' ids by due time (a sorted set)
     waiting: str  # scheduled items by id (a hash)
+    archive: str  # the archive's keys start with this (archive.lua)
 
     @classmethod
     def of(cls, prefix: str, edition: str) -> _EditionKeys:
@@ -167,8 +169,12 @@ class _EditionKeys:
             "pinned",
             "scheduled:due",
             "scheduled",
+            "archive",
         )
         return cls(base, *(f"{base}:{name}" for name in names))
+
+    def archived(self, name: str) -> str:
+        return f"{self.archive}:{name}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.base}:idem:{key}"
@@ -215,12 +221,17 @@ class RedisBroker(Broker):
         # No automatic retry: a publish retried after a timeout could run twice.
         # Callers retry, with an idempotency key.
         self._redis: Any = self._client(Retry(NoBackoff(), 0))
-        publish = _lua("audit.lua", "publish.lua")
+        publish = _lua("audit.lua", "archive.lua", "publish.lua")
         if self._cluster:
             # Sharded pub/sub: the event reaches only the shard that owns the edition's slot.
             publish = _sharded(publish)
         self._publish_script = self._redis.register_script(publish)
         self._state_script = self._redis.register_script(_lua("epoch.lua", "state.lua"))
+        self._archive_put_script = self._redis.register_script(
+            _lua("archive.lua", "archive_put.lua")
+        )
+        self._archive_query_script = self._redis.register_script(_lua("archive_query.lua"))
+        self._archive_prune_script = self._redis.register_script(_lua("archive_prune.lua"))
         self._add_token_script = self._redis.register_script(_lua("audit.lua", "add_token.lua"))
         self._change_token_script = self._redis.register_script(
             _lua("audit.lua", "revoke_token.lua")
@@ -295,12 +306,17 @@ class RedisBroker(Broker):
                 for script in (
                     self._publish_script,
                     self._state_script,
+                    self._archive_put_script,
+                    self._archive_query_script,
+                    self._archive_prune_script,
                     self._add_token_script,
                     self._change_token_script,
                     self._lookup_token_script,
                     self._schedule_script,
                 ):
                     await self._redis.script_load(script.script)
+                for edition in self.editions:
+                    await self._backfill(edition)
         except BrokerUnavailable as exc:
             reason = self._refusal(exc.__cause__)
             if reason is None:
@@ -390,7 +406,8 @@ class RedisBroker(Broker):
         ]
         if change.idempotency_key is not None:
             script_keys.append(keys.idempotency(change.idempotency_key))
-        item_json = item.to_json()
+        data = item.to_dict()
+        item_json = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         expires = item.expires if change.kind in UPSERT_KINDS else None
         args = [
             secrets.token_hex(4),
@@ -411,7 +428,9 @@ class RedisBroker(Broker):
             "1" if item.pinned else "0",
             "" if change.max_pinned is None else change.max_pinned,
             "" if change.scheduled_version is None else change.scheduled_version,
+            keys.archive,
         ]
+        args += [record_key(data), *record_terms(data)]
         with self._reachable():
             reply = await self._publish_script(keys=script_keys, args=args)
             if reply[0] == b"replayed-id":
@@ -456,6 +475,60 @@ class RedisBroker(Broker):
             state = await self.state(edition)
             return state.cursor, state.items
         return Cursor(meta[0].decode(), int(meta[1])), [json.loads(raw) for raw in stored]
+
+    async def _backfill(self, edition: str) -> None:
+        """Archive what a store written before the archive holds: the items in the retained
+        history, then the live ones. Once per edition (the edition's meta marks it done); a
+        record already at the same or a newer version is left as it is, so a publish that
+        runs meanwhile is never undone."""
+        keys = self._edition(edition)
+        if await self._redis.hget(keys.meta, "archived"):
+            return
+        state = await self._read_since(edition, None)
+        assert isinstance(state, EditionState)
+        found = [event.item for event in state.events] + list(state.items)
+        for item in found:
+            if not {"id", "created", "version", "status", "editor"} <= item.keys():
+                continue
+            await self._archive_put_script(
+                keys=[keys.archived("index"), keys.archived("items"), keys.archived("all")],
+                args=[
+                    keys.archive,
+                    item["id"],
+                    item["version"],
+                    record_key(item),
+                    json.dumps(item, ensure_ascii=False, separators=(",", ":")),
+                    *record_terms(item),
+                ],
+            )
+        await self._redis.hset(keys.meta, "archived", 1)
+
+    async def archive(self, query: ArchiveQuery) -> ArchivePage:
+        keys = self._edition(query.edition)
+        script_keys = [
+            keys.archived("items"),
+            keys.archived("all"),
+            *(keys.archived(f"t:{term}") for term in query.terms),
+        ]
+        args = [query.below or "", query.at_least or "", query.limit, SCAN_BUDGET]
+        with self._reachable():
+            reply = await self._archive_query_script(keys=script_keys, args=args)
+        after = reply[0].decode() or None
+        return ArchivePage([json.loads(raw) for raw in reply[1:]], after)
+
+    async def prune_archive(self, edition: str, before: str) -> int:
+        keys = self._edition(edition)
+        script_keys = [keys.archived("all"), keys.archived("index"), keys.archived("items")]
+        removed, after = 0, ""
+        while True:
+            with self._reachable():
+                reply = await self._archive_prune_script(
+                    keys=script_keys, args=[keys.archive, after, before, PRUNE_BATCH]
+                )
+            removed += int(reply[0])
+            after = reply[1].decode()
+            if not after:
+                return removed
 
     async def _read_since(self, edition: str, since: Cursor | None) -> EditionState | list[Event]:
         """The events after `since`, or the whole state when they are not all in the log."""
