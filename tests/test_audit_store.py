@@ -258,3 +258,41 @@ async def test_sqlite_prunes_on_the_sweepers_schedule(tmp_path: Any) -> None:
         await broker.close()
     with sqlite3.connect(tmp_path / "t.db") as db:
         assert db.execute("SELECT count(*) FROM audit").fetchone()[0] == 0
+
+
+async def test_redis_reads_a_bounded_part_of_each_stream_per_page(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter that matches little reads at most so many entries per page; following the
+    cursor still finds every match, once, newest first."""
+    from ticker.brokers import redis as redis_broker
+
+    monkeypatch.setattr(redis_broker, "_AUDIT_SCAN", 3)
+    monkeypatch.setattr(redis_broker, "_AUDIT_BATCH", 2)
+    broker = RedisBroker(redis_url, editions=("en", "ar"))
+    await broker.start()
+    try:
+        wanted = []
+        for n in range(12):
+            item = new_item(f"Item {n}", edition="en" if n % 3 else "ar")
+            by = audit.Request(actor="omar" if n in (1, 6, 7, 11) else "amal", role="editor")
+            await broker.publish(
+                Change("posted", item, audit=audit.for_item("posted", None, item, by))
+            )
+            if by.actor == "omar":
+                wanted.append(item.id)
+            await tick()
+        seen: list[str | None] = []
+        cursor = None
+        for _ in range(30):
+            page = await broker.audit.query(
+                AuditQuery(editor="omar", limit=2, cursor=cursor), datetime.now(UTC)
+            )
+            assert len(page.entries) <= 2
+            seen += [e.item for e in page.entries]
+            cursor = page.cursor
+            if cursor is None:
+                break
+        assert seen == list(reversed(wanted))
+    finally:
+        await broker.close()

@@ -292,3 +292,29 @@ async def test_last_use_is_noted_at_most_once_a_minute(stack: Stack) -> None:
     assert await last_used("amal") == first  # within the minute: not written again
     listing = (await stack.http.get("/api/tokens", headers=admin)).json()["tokens"]
     assert {t["name"]: t["last_used"] for t in listing}["amal"] == first
+
+
+async def test_a_request_reads_its_token_in_one_round_trip(redis_url: str, tmp_path: Any) -> None:
+    """No cache of token validity, and no second read: one script call per request (and
+    the note of its last use, at most once a minute)."""
+    import redis.asyncio as aioredis
+
+    async with Stack(tmp_path, redis_url) as stack:
+        amal = await token(stack, "amal", ("editor",))
+        assert (await stack.http.get("/api/whoami", headers=amal)).status_code == 200
+        raw = aioredis.Redis.from_url(redis_url)
+        try:
+            await asyncio.sleep(0.1)  # the first request's note of its use is written
+            await raw.config_resetstat()
+            for _ in range(5):
+                assert (await stack.http.get("/api/whoami", headers=amal)).status_code == 200
+            stats = await raw.info("commandstats")
+        finally:
+            await raw.aclose()
+        calls = {
+            name: value["calls"]
+            for name, value in stats.items()
+            if not name.startswith(("cmdstat_config", "cmdstat_info"))
+        }
+        # One EVALSHA per request; Redis counts the script's two HGETs inside it too.
+        assert calls == {"cmdstat_evalsha": 5, "cmdstat_hget": 10}, calls

@@ -129,6 +129,22 @@ def for_change(kind: str, after: Item) -> AuditEntry:
     )
 
 
+def for_operation(
+    action: str, subject: str, by: Request, changes: dict[str, list[Any]] | None = None
+) -> AuditEntry:
+    """An entry for an operation that is not an item change: a token's (`token.created`),
+    or another setting's (`webhook.created`, ...). Never put a secret in `changes`."""
+    return AuditEntry(
+        action=action,
+        actor=by.actor,
+        role=by.role,
+        subject=subject,
+        address=by.address,
+        user_agent=(by.user_agent or "")[:200] or None,
+        changes=changes or {},
+    )
+
+
 def for_token(action: str, name: str) -> AuditEntry:
     """The entry a store writes for a token operation that came without one."""
     return AuditEntry(action=action, actor=OPERATOR, role=OPERATOR, subject=name)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .audit import AuditEntry
 from .audit import Request as AuditRequest
+from .audit import for_operation
 from .brokers.base import TokenRecord, TokenStore
 from .items import now_iso
 from .roles import (
@@ -157,20 +157,22 @@ async def issue(tokens: TokenStore, name: str, spec: TokenSpec, by: AuditRequest
         "editions": [None, None if spec.editions is None else list(spec.editions)],
         "expires": [None, spec.expires],
     }
-    entry = _entry("token.created", name, by, changes)
+    entry = for_operation("token.created", name, by, changes)
     return await create_token(
         tokens, name, roles=spec.roles, editions=spec.editions, expires=spec.expires, audit=entry
     )
 
 
 async def revoke(tokens: TokenStore, name: str, by: AuditRequest) -> bool:
-    return await tokens.revoke(name, audit=_entry("token.revoked", name, by, {}))
+    return await tokens.revoke(name, audit=for_operation("token.revoked", name, by, {}))
 
 
 async def rotate(tokens: TokenStore, name: str, by: AuditRequest) -> str | None:
     """A new secret for the same name, roles and scope; None when there is no such token."""
     token = new_secret()
-    done = await tokens.rotate(name, digest(token), audit=_entry("token.rotated", name, by, {}))
+    done = await tokens.rotate(
+        name, digest(token), audit=for_operation("token.rotated", name, by, {})
+    )
     return token if done else None
 
 
@@ -187,7 +189,7 @@ async def migrate(
             "roles": [None, list(roles)],
             "editions": [None, None if editions is None else list(editions)],
         }
-        entry = _entry("token.migrated", record.name, by, changes)
+        entry = for_operation("token.migrated", record.name, by, changes)
         if await tokens.migrate(record.name, roles, editions, audit=entry):
             changed.append(record.name)
     return changed
@@ -204,15 +206,3 @@ def describe(record: TokenRecord, legacy_roles: tuple[str, ...]) -> dict[str, An
         "last_used": record.last_used,
         "legacy": record.roles is None,
     }
-
-
-def _entry(action: str, name: str, by: AuditRequest, changes: dict[str, list[Any]]) -> AuditEntry:
-    return AuditEntry(
-        action=action,
-        actor=by.actor,
-        role=by.role,
-        subject=name,
-        address=by.address,
-        user_agent=by.user_agent,
-        changes=changes,
-    )

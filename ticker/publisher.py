@@ -130,7 +130,7 @@ def create_app(settings: Settings, broker: Broker, *, own_broker: bool = True) -
         Route("/api/tokens", api.create_token, methods=["POST"]),
         Route("/api/tokens/{name}", api.revoke_token, methods=["DELETE"]),
         Route("/api/tokens/{name}/rotate", api.rotate_token, methods=["POST"]),
-        Route("/api/audit", api.audit, methods=["GET"]),
+        Route("/api/audit", api.read_audit, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/feeds/{edition}.rss", api.feed_rss, methods=["GET"]),
         Route("/feeds/{edition}.atom", api.feed_atom, methods=["GET"]),
@@ -941,7 +941,7 @@ class _Api:
         editor=True,
         tags=("admin",),
     )
-    async def audit(self, request: Request) -> Response:
+    async def read_audit(self, request: Request) -> Response:
         await self.principal(request, need="audit")
         params = request.query_params
         if any(len(params.getlist(name)) > 1 for name in params):

@@ -508,7 +508,7 @@ class EmbeddedBroker(Broker):
     async def due(self, now: datetime, limit: int = 100) -> list[Item]:
         if time.monotonic() - self._pruned > _PRUNE_EVERY:  # on the sweeper's schedule
             self._pruned = time.monotonic()
-            await self.audit.prune(now)
+            await self.audit.prune(datetime.now(UTC))  # by the clock, not `now`
         with self._guard():
             rows = self.db.execute(
                 "SELECT json FROM items WHERE expires_ms IS NOT NULL AND expires_ms <= ?"

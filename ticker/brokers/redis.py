@@ -95,6 +95,9 @@ _OLDEST_REDIS = (6, 2)
 # The audit trail is trimmed on every write; idle streams at most this often (seconds).
 _PRUNE_EVERY = 3600.0
 _AUDIT_BATCH = 200
+# Entries of one stream a page reads at most: a filter that matches little costs a bounded
+# read per page, and the cursor goes on from where the reading stopped.
+_AUDIT_SCAN = 2000
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
@@ -552,7 +555,7 @@ class RedisBroker(Broker):
         loop = asyncio.get_running_loop()
         if loop.time() - self._pruned > _PRUNE_EVERY:  # idle editions' trails, too
             self._pruned = loop.time()
-            await self.audit.prune(now)
+            await self.audit.prune(datetime.now(UTC))  # by the clock, not `now`
         found: list[tuple[float, Item]] = []
         with self._reachable():
             for keys in self._keys.values():
@@ -1100,19 +1103,28 @@ class _RedisAudit(AuditLog):
         low = _ms(oldest)
         high = _ms(query.until) if query.until is not None else None
         found: list[tuple[int, int, str, AuditEntry]] = []
-        more = False
+        # Where each stream stopped being read; below the highest of them, some stream
+        # was not read, so nothing below it is shown yet.
+        frontiers: list[tuple[int, int, str]] = []
         with self._broker._reachable():
             for name, key in streams.items():
-                entries, cut = await self._scan(name, key, query, after, low, high)
+                entries, frontier = await self._scan(name, key, query, after, low, high)
                 found += entries
-                more = more or cut
-        found.sort(key=lambda f: (f[0], f[1], f[2]), reverse=True)
-        more = more or len(found) > query.limit
-        page = found[: query.limit]
-        cursor = None
-        if more and page:
-            ms, seq, name, _ = page[-1]
-            cursor = trail.encode_cursor(["r", ms, seq, name])
+                if frontier is not None:
+                    frontiers.append(frontier)
+        boundary = max(frontiers, default=None)
+        eligible = sorted(
+            (f for f in found if boundary is None or f[:3] >= boundary),
+            key=lambda f: f[:3],
+            reverse=True,
+        )
+        page = eligible[: query.limit]
+        position: tuple[int, int, str] | None = None
+        if len(eligible) > query.limit:
+            position = page[-1][:3]
+        elif boundary is not None:
+            position = boundary
+        cursor = None if position is None else trail.encode_cursor(["r", *position])
         return AuditPage([entry for *_, entry in page], cursor)
 
     async def _scan(
@@ -1123,9 +1135,10 @@ class _RedisAudit(AuditLog):
         after: tuple[int, int, str] | None,
         low: int,
         high: int | None,
-    ) -> tuple[list[tuple[int, int, str, AuditEntry]], bool]:
-        """Up to `query.limit` matching entries of one stream below the cursor, newest
-        first, and whether the stream may hold more."""
+    ) -> tuple[list[tuple[int, int, str, AuditEntry]], tuple[int, int, str] | None]:
+        """Up to `query.limit + 1` matching entries of one stream below the cursor, newest
+        first, reading at most `_AUDIT_SCAN` entries; and where the reading stopped, or
+        None when the stream has nothing more below."""
         top = "+" if high is None else f"{high}-18446744073709551615"
         if after is not None:
             bound = f"{after[0]}-{after[1]}"
@@ -1134,19 +1147,23 @@ class _RedisAudit(AuditLog):
             if high is None or (after[0], after[1]) <= (high, 2**64 - 1):
                 top = mark
         out: list[tuple[int, int, str, AuditEntry]] = []
+        read = 0
         while True:
             batch = await self._broker._redis.xrevrange(key, top, f"{low}-0", count=_AUDIT_BATCH)
             for raw_id, fields in batch:
                 ms, seq = (int(part) for part in raw_id.decode().split("-"))
+                read += 1
                 entry = AuditEntry.from_body(
                     json.loads(fields[b"entry"]), id=f"{name}:{ms}-{seq}", at=trail.at_iso(ms)
                 )
                 if query.matches(entry, datetime.fromtimestamp(ms / 1000, UTC)):
                     out.append((ms, seq, name, entry))
                     if len(out) > query.limit:
-                        return out, True
+                        return out, (ms, seq, name)
+                if read >= _AUDIT_SCAN:
+                    return out, (ms, seq, name)
             if len(batch) < _AUDIT_BATCH:
-                return out, False
+                return out, None
             top = f"({batch[-1][0].decode()}"
 
     async def prune(self, now: datetime) -> int:
