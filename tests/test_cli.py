@@ -190,6 +190,8 @@ BAD_SETTINGS = {
     "TICKER_EDITIONS=' , '": "comma-separated lowercase language codes like en,ar,es or "
     "pt-br, none twice",
     "TICKER_COALESCE_MS=nan": "a number of milliseconds, 0 or more",
+    "TICKER_EXPIRY_DEFAULT=1w": "a duration like 6h, 90m, 45s or 2d (or seconds), or off",
+    "TICKER_MAX_PINNED=30": "a whole number from 0 to the live items' cap (20)",
 }
 COMMANDS = {
     "serve": ["serve"],

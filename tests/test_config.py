@@ -100,6 +100,39 @@ BAD_ENV = [
         {"TICKER_HOST": "local host"},
         "TICKER_HOST='local host' is not valid: a host name or IP address",
     ),
+    ({"TICKER_MAX_LIVE": "0"}, "TICKER_MAX_LIVE=0 is not valid: a whole number, 1 or more"),
+    (
+        {"TICKER_MAX_PINNED": "-1"},
+        "TICKER_MAX_PINNED=-1 is not valid: a whole number, 0 (no pins) or more",
+    ),
+    (
+        {"TICKER_MAX_PINNED": "21"},
+        "TICKER_MAX_PINNED=21 is not valid: a whole number from 0 to the live items' cap (20)",
+    ),
+    (
+        {"TICKER_MAX_LIVE": "2"},
+        "TICKER_MAX_LIVE=2 is not valid: a whole number, at least the pinned items' cap (3)",
+    ),
+    (
+        {"TICKER_MAX_SCHEDULE_SECONDS": "soon"},
+        "TICKER_MAX_SCHEDULE_SECONDS=soon is not valid: a whole number, 1 or more",
+    ),
+    (
+        {"TICKER_EXPIRY_FLASH": "6 hours"},
+        "TICKER_EXPIRY_FLASH='6 hours' is not valid: "
+        "a duration like 6h, 90m, 45s or 2d (or seconds), or off",
+    ),
+    (
+        {"TICKER_EXPIRY_DEFAULT": "8d"},
+        "TICKER_EXPIRY_DEFAULT=8d is not valid: "
+        "a duration like 6h, 90m, 45s or 2d (or seconds), or off, "
+        "at most TICKER_MAX_EXPIRY_SECONDS (604800)",
+    ),
+    (
+        {"TICKER_MAX_EXPIRY_SECONDS": "3600"},
+        "TICKER_MAX_EXPIRY_SECONDS=3600 is not valid: "
+        "a whole number, 1 or more, at least TICKER_EXPIRY_FLASH (21600 seconds)",
+    ),
 ]
 
 
@@ -189,6 +222,27 @@ def test_good_values_are_read_into_their_types(tmp_path: Path):
     assert settings.vocabulary.regions == ("US & Canada", "MENA")
     assert settings.allowed_origins == ("https://news.example", "http://127.0.0.1:8080")
     assert settings.limits.history == 50 and settings.limits.ws_frames_window_seconds == 2.5
+
+
+def test_durations_and_caps_are_read():
+    limits = from_env(
+        {
+            "TICKER_EXPIRY_FLASH": "90m",
+            "TICKER_EXPIRY_DEFAULT": "off",
+            "TICKER_MAX_LIVE": "5",
+            "TICKER_MAX_PINNED": "0",
+            "TICKER_MAX_EXPIRY_SECONDS": "7200",
+        }
+    ).limits
+    assert (limits.expiry_flash, limits.expiry_default) == (5400, 0)
+    assert (limits.max_live, limits.max_pinned, limits.max_expiry_seconds) == (5, 0, 7200)
+    assert from_env({"TICKER_EXPIRY_DEFAULT": "2d"}).limits.expiry_default == 2 * 86400
+    assert from_env({"TICKER_EXPIRY_DEFAULT": " 45s "}).limits.expiry_default == 45
+    assert from_env({"TICKER_EXPIRY_DEFAULT": "600"}).limits.expiry_default == 600
+    defaults = from_env({}).limits
+    assert (defaults.max_live, defaults.max_pinned) == (20, 3)
+    assert (defaults.expiry_flash, defaults.expiry_default) == (6 * 3600, 24 * 3600)
+    assert defaults.max_schedule_seconds == 30 * 86400
 
 
 def test_an_empty_variable_means_the_default():

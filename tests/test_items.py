@@ -301,3 +301,89 @@ def test_describe_names_any_character():
     assert items.describe("\ue000") == "a private-use character (U+E000)"
     assert items.describe("\U000e0fff") == "an unassigned code point (U+E0FFF)"
     assert items.describe("\u00ad") == "a soft hyphen (U+00AD)"
+
+
+# --- scheduling, pins and the default expiry ------------------------------------------------
+
+
+def at(**delta: float) -> str:
+    return (NOW + timedelta(**delta)).isoformat()
+
+
+def test_a_scheduled_item_waits_and_its_expiry_counts_from_its_time():
+    item = create(headline="Embargoed", publish_at="2026-05-07T18:00:00+02:00")
+    assert (item.status, item.publish_at) == ("scheduled", "2026-05-07T16:00:00.000Z")
+    assert item.scheduled and not item.live
+    assert item.expires == "2026-05-08T16:00:00.000Z"  # the default, from publish_at
+    assert create(headline="a", publish_at=at(hours=1), expires_in=60).expires == (
+        "2026-05-07T16:43:00.000Z"
+    )
+    # A few seconds of clock difference are forgiven: the item is due at once.
+    assert create(headline="a", publish_at=at(seconds=-3)).publish_at == items.now_iso(NOW)
+    assert create(headline="a", publish_at=None).status == "live"
+    assert items.Item.from_dict(item.to_dict()) == item
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "fragment"),
+    [
+        ({"publish_at": at(seconds=-6)}, "publish_at", "must not be in the past"),
+        ({"publish_at": at(days=30, seconds=1)}, "publish_at", "at most 30 days ahead"),
+        ({"publish_at": "2026-05-08T12:00:00"}, "publish_at", "time zone"),
+        ({"publish_at": 1778000000}, "publish_at", "ISO 8601"),
+        ({"publish_at": at(hours=2), "expires": at(hours=1)}, "expires", "after publish_at"),
+        ({"publish_at": at(hours=1), "expires_in": 8 * 86400}, "expires_in", "at most"),
+        ({"pinned": 1}, "pinned", "true or false"),
+        ({"pinned": None}, "pinned", "true or false"),
+    ],
+)
+def test_bad_schedules_and_pins_are_named(payload, field, fragment):
+    assert fragment in problems(lambda: create(headline="a", **payload))[field]
+
+
+def test_flashes_expire_sooner_by_default():
+    limits = Limits(expiry_flash=600, expiry_default=0)
+    make = lambda **p: items.create(  # noqa: E731
+        {"edition": "en", "headline": "a", **p},
+        editor="x",
+        vocabulary=VOCAB,
+        limits=limits,
+        now=NOW,
+    )
+    assert make(urgency=1).expires == "2026-05-07T15:52:00.000Z"
+    assert make(urgency=2).expires is None and make().expires is None
+    assert make(urgency=1, expires_in=60).expires == "2026-05-07T15:43:00.000Z"
+    assert items.default_expiry(1, LIMITS) == 6 * 3600
+    assert items.default_expiry(3, LIMITS) == 24 * 3600
+
+
+def test_a_scheduled_item_is_corrected_moved_and_released():
+    item = create(headline="Embargoed", publish_at=at(hours=1))
+    correct = lambda target, payload: items.correct(  # noqa: E731
+        target, payload, editor="chief", vocabulary=VOCAB, limits=LIMITS, now=NOW
+    )
+    moved = correct(item, {"publish_at": at(hours=3), "pinned": True})
+    assert (moved.publish_at, moved.status, moved.version) == (
+        "2026-05-07T18:42:00.000Z",
+        "scheduled",
+        2,
+    )
+    assert moved.expires == "2026-05-08T18:42:00.000Z"  # still 24 hours after it goes live
+    assert moved.pinned
+    assert (
+        "in the past" in problems(lambda: correct(item, {"publish_at": at(hours=-1)}))["publish_at"]
+    )
+    assert "cancel it" in problems(lambda: correct(item, {"publish_at": None}))["publish_at"]
+    assert (
+        "after publish_at" in problems(lambda: correct(moved, {"expires": at(hours=2)}))["expires"]
+    )
+
+    released = items.release(moved, now=NOW + timedelta(hours=3))
+    assert (released.status, released.version) == ("live", 3)
+    assert released.created == released.updated == "2026-05-07T18:42:00.000Z"
+    assert released.publish_at == moved.publish_at and released.pinned
+    assert (
+        "before the item goes live"
+        in problems(lambda: correct(released, {"publish_at": at(hours=5)}))["publish_at"]
+    )
+    assert not correct(released, {"pinned": False}).pinned

@@ -57,6 +57,8 @@ class Item:
     status: str = "live"
     expires: str | None = None
     editor: str | None = None
+    pinned: bool = False  # held first in the ticker
+    publish_at: str | None = None  # when a scheduled item went live
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -70,15 +72,15 @@ class Item:
         }
         for name in ("regions", "categories"):
             known[name] = tuple(known.get(name) or ())
-        for name in ("source", "link", "expires", "editor"):
+        for name in ("source", "link", "expires", "editor", "publish_at"):
             known.setdefault(name, None)
         return cls(**known, raw=dict(data))
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The whole ticker of the subscription, newest first: hold these items. The first
-    thing a client without `since` yields."""
+    """The whole ticker of the subscription, pinned first, then newest first: hold these
+    items. The first thing a client without `since` yields."""
 
     items: tuple[Item, ...]
     cursor: str
