@@ -8,7 +8,18 @@
   "use strict";
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = "ticker.token";
-  const FIELDS = ["edition", "headline", "source", "link", "urgency", "expires", "regions", "categories"];
+  const FIELDS = [
+    "edition",
+    "headline",
+    "source",
+    "link",
+    "urgency",
+    "expires",
+    "publish_at",
+    "pinned",
+    "regions",
+    "categories",
+  ];
   const FIELD_OF = { expires_in: "expires" }; // API field -> form field
   const BADGES = [1, 2]; // the urgencies the bar tags; 3 to 9 are plain there
   const { t } = ConsoleI18n;
@@ -31,6 +42,8 @@
   let listEdition = null;
   let offline = false; // the last post failed for want of a connection
   let shown = null; // the live list's items, drawn again when the language changes
+  let me = null; // whoami: {name, roles, editions, expires} of the signed-in token
+  const sessionListeners = [];
   // What the console last said in its notice, its error box and under the token field, as
   // functions that say it again in the language the editor switches to.
   const said = { notice: null, error: null, token: null };
@@ -86,14 +99,40 @@
       return result.status === 401 ? signedOut("signIn.refused") : signedOut(null, result.data.message);
     }
     sessionStorage.setItem(TOKEN_KEY, token);
-    $("who-name").textContent = result.data.editor;
+    me = { roles: ["editor"], editions: null, ...result.data, name: result.data.editor };
+    $("who-name").textContent = me.name;
     $("who").hidden = false;
     $("sign-in").hidden = true;
-    $("compose").hidden = false;
+    $("compose").hidden = !canPost();
     document.body.classList.add("signed-in");
+    document.body.classList.toggle("can-post", canPost());
     $("token").value = "";
-    const name = result.data.editor;
-    notice(() => t("signIn.done", { name }));
+    scope();
+    const name = me.name;
+    notice(() => t(canPost() ? "signIn.done" : "signIn.doneNoPost", { name }));
+    if (shown) renderList(shown); // with the actions this token may take
+    for (const listener of sessionListeners) listener(me);
+  }
+
+  const hasRole = (...roles) => Boolean(me?.roles.some((role) => roles.includes(role)));
+  /** Editors and chiefs post; an admin alone manages tokens and reads the audit trail. */
+  const canPost = () => hasRole("editor", "chief");
+  const canAudit = () => hasRole("chief", "admin");
+  const inScope = (edition) => !me?.editions || hasRole("chief") || me.editions.includes(edition);
+
+  /** The form offers only the editions this token may post in. */
+  function scope() {
+    const select = form.elements.edition;
+    for (const option of select.options) option.disabled = !inScope(option.value);
+    if (select.selectedOptions[0]?.disabled) {
+      const first = [...select.options].find((option) => !option.disabled);
+      if (first) {
+        select.value = first.value;
+        directions();
+        updatePreview();
+        follow(first.value);
+      }
+    }
   }
 
   /** Why the token was not taken: a message key, or the publisher's own words. */
@@ -105,12 +144,15 @@
 
   function signedOut(key, text) {
     token = null;
+    me = null;
+    document.body.classList.remove("can-post");
     sessionStorage.removeItem(TOKEN_KEY);
     $("who").hidden = true;
     $("compose").hidden = true;
     $("sign-in").hidden = false;
     document.body.classList.remove("signed-in");
     tokenError(key, text);
+    for (const listener of sessionListeners) listener(null);
   }
 
   $("sign-in-form").addEventListener("submit", (e) => {
@@ -150,14 +192,32 @@
       regions: checked("regions"),
       categories: checked("categories"),
     };
+    const when = f.publish_at.value;
     if (!editing) {
       body.edition = f.edition.value;
       if (!body.source) delete body.source;
       if (!body.link) delete body.link;
+      if (when) body.publish_at = new Date(when).toISOString();
+      if (f.pinned.checked) body.pinned = true;
+    } else {
+      body.pinned = f.pinned.checked;
+      // The field holds minutes: an unchanged one leaves the time as it was, to the second.
+      if (editing.status === "scheduled" && when && when !== localInput(editing.publish_at))
+        body.publish_at = new Date(when).toISOString();
     }
+    // "default": the publisher's default for the urgency; "": never; "keep": as it is.
     const expiry = f.expires.value;
-    if (expiry !== "keep" && (expiry || editing)) body.expires_in = expiry ? Number(expiry) : null;
+    if (expiry === "") body.expires_in = null;
+    else if (expiry !== "keep" && expiry !== "default") body.expires_in = Number(expiry);
     return body;
+  }
+
+  /** "2026-11-26T03:00" on the editor's own clock, as a datetime-local field shows it. */
+  function localInput(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    const two = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}:${two(d.getMinutes())}`;
   }
 
   function counts() {
@@ -324,6 +384,16 @@
     notice(text, ...actions);
   }
 
+  /** A scheduled item saved: when it goes live, and how to change or cancel it. */
+  function scheduledDone(item, key) {
+    const edition = editionName(item.edition);
+    notice(
+      () => t(key, { edition, time: when(item.publish_at) }),
+      { label: "action.edit", run: () => startCorrection(item) },
+      { label: "scheduled.cancel", run: (e) => withdraw(item, e.target, "done.cancelled") },
+    );
+  }
+
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     if (busy) return; // a double-click never posts twice: the button is disabled at once too
@@ -356,7 +426,8 @@
         const again = result.headers.get("Idempotent-Replayed") ? "done.postedOnce" : "done.posted";
         resetForm(body.edition);
         const edition = result.data.edition;
-        done(() => t(again, { edition: editionName(edition) }), result.data, true);
+        if (result.data.status === "scheduled") scheduledDone(result.data, "done.scheduled");
+        else done(() => t(again, { edition: editionName(edition) }), result.data, true);
         return;
       }
       if (result.status === 401) return signedOut("signIn.expired");
@@ -377,8 +448,9 @@
   /** Only what the editor changed goes out: every correction reaches every reader. */
   function changes(item, body) {
     const same = (a, b) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+    const now = (name) => (name === "pinned" ? Boolean(item.pinned) : item[name]);
     return Object.fromEntries(
-      Object.entries(body).filter(([name, value]) => name === "expires_in" || !same(value, item[name])),
+      Object.entries(body).filter(([name, value]) => name === "expires_in" || !same(value, now(name))),
     );
   }
 
@@ -395,6 +467,7 @@
     }
     if (result.status === 200) {
       resetForm(item.edition);
+      if (result.data.status === "scheduled") return scheduledDone(result.data, "done.rescheduled");
       const version = result.data.version;
       return done(() => t("done.corrected", { version }), result.data, false);
     }
@@ -428,6 +501,7 @@
     form.elements.edition.disabled = false;
     form.elements.edition.value = edition;
     $("f-expires").querySelector('option[value="keep"]')?.remove();
+    $("publish-field").hidden = false;
     $("compose-title").textContent = t("compose.title");
     $("cancel").hidden = true;
     submit.textContent = t("compose.post");
@@ -445,7 +519,7 @@
     f.source.value = item.source || "";
     f.link.value = item.link || "";
     f.urgency.value = String(item.urgency);
-    for (const box of form.querySelectorAll('input[type="checkbox"]'))
+    for (const box of form.querySelectorAll('.tags input[type="checkbox"]'))
       box.checked = (box.name === "regions" ? item.regions : item.categories).includes(box.value);
     return f;
   }
@@ -461,6 +535,10 @@
     $("f-expires").querySelector('option[value="keep"]')?.remove();
     $("f-expires").prepend(keep);
     f.expires.value = "keep";
+    f.pinned.checked = Boolean(item.pinned);
+    // Only a scheduled item's time may move; a live item has gone out.
+    $("publish-field").hidden = item.status !== "scheduled";
+    f.publish_at.value = item.status === "scheduled" ? localInput(item.publish_at) : "";
     correctionLabels();
     $("tags").open ||= item.regions.length + item.categories.length > 0;
     tagsChosen();
@@ -475,10 +553,11 @@
   /** The words of a correction in progress, in the console's language. */
   function correctionLabels() {
     const item = editing;
-    $("compose-title").textContent = t("compose.correctTitle", { headline: item.headline, version: item.version });
+    const title = item.status === "scheduled" ? "compose.editScheduledTitle" : "compose.correctTitle";
+    $("compose-title").textContent = t(title, { headline: item.headline, version: item.version });
     const keep = $("f-expires").querySelector('option[value="keep"]');
     if (keep) keep.textContent = item.expires ? t("compose.keepUntil", { time: time(item.expires) }) : t("compose.keepNever");
-    if (!busy) submit.textContent = t("compose.save");
+    if (!busy) submit.textContent = t(item.status === "scheduled" ? "compose.saveScheduled" : "compose.save");
   }
 
   /** After a withdrawal, the same content can go out again with one click. */
@@ -493,18 +572,40 @@
   // --- withdrawing --------------------------------------------------------------------------
 
   const dialog = $("confirm");
-  function confirmWithdraw(item, button) {
-    $("confirm-text").replaceChildren(
-      ...(item.source ? [el("bdi", null, item.source), ": "] : []),
-      el("bdi", null, item.headline),
-    );
-    $("confirm-text").dir = dirOf(item.edition);
+  /** Ask before something that cannot be taken back; resolves true if confirmed. The
+   * button that asked gets the focus back either way. */
+  function ask({ title, explain, confirm, quote, dir = "auto", button }) {
+    $("confirm-title").dataset.i18n = title;
+    $("confirm-explain").dataset.i18n = explain;
+    $("confirm-withdraw").dataset.i18n = confirm;
+    ConsoleI18n.apply(dialog);
+    $("confirm-text").replaceChildren(...quote);
+    $("confirm-text").dir = dir;
     dialog.returnValue = "";
-    dialog.onclose = () => {
-      if (dialog.returnValue === "withdraw") withdraw(item, button);
-      else button.focus();
-    };
-    dialog.showModal();
+    return new Promise((resolve) => {
+      dialog.onclose = () => {
+        const yes = dialog.returnValue === "withdraw";
+        if (!yes || button.isConnected) button.focus();
+        resolve(yes);
+      };
+      dialog.showModal();
+    });
+  }
+
+  const quoteOf = (item) => [...(item.source ? [el("bdi", null, item.source), ": "] : []), el("bdi", null, item.headline)];
+
+  async function confirmWithdraw(item, button) {
+    const scheduled = item.status === "scheduled";
+    const yes = await ask({
+      title: scheduled ? "cancel.title" : "withdraw.title",
+      explain: scheduled ? "cancel.explain" : "withdraw.explain",
+      confirm: scheduled ? "cancel.confirm" : "withdraw.confirm",
+      quote: quoteOf(item),
+      dir: dirOf(item.edition),
+      button,
+    });
+    if (yes) return withdraw(item, button, scheduled ? "done.cancelled" : "done.withdrawn");
+    return false;
   }
 
   async function withdraw(item, button, saying = "done.withdrawn") {
@@ -518,7 +619,8 @@
     button.disabled = false;
     if (result.status === 200 || result.status === 404) {
       const key = result.status === 200 ? saying : "done.alreadyGone";
-      return notice(() => t(key), { label: "done.postAgain", run: () => repost(item) });
+      notice(() => t(key), { label: "done.postAgain", run: () => repost(item) });
+      return true;
     }
     if (result.status === 401) return signedOut("signIn.expired");
     notice(() => t("done.notWithdrawn", { reason: problem(result) }));
@@ -529,14 +631,18 @@
   /** 20:20:45 UTC: a 24-hour clock with the time zone, as newsrooms read the time. */
   const CLOCK = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short" };
   const time = (iso) => ConsoleI18n.formatDate(iso, CLOCK);
+  /** 26 Nov 2026, 03:00 UTC: a moment that may be another day. */
+  const WHEN = { dateStyle: "medium", timeStyle: "long", hourCycle: "h23" };
+  const when = (iso) => ConsoleI18n.formatDate(iso, WHEN);
 
   function row(item) {
     const li = el("li", `item u${item.urgency}`);
     li.dataset.id = item.id;
     li.dataset.version = item.version;
-    li.dataset.lang = ConsoleI18n.lang();
+    li.dataset.lang = rowKey();
     const main = el("p", "item-text");
     main.dir = dirOf(item.edition);
+    if (item.pinned) main.append(el("span", "badge pinned", t("badge.pinned")), " ");
     if (BADGES.includes(item.urgency)) main.append(el("span", "badge", t(`badge.${item.urgency}`)), " ");
     if (item.source) main.append(el("bdi", "item-source", item.source), ": ");
     main.append(el("bdi", "item-headline", item.headline));
@@ -564,8 +670,18 @@
     pull.type = "button";
     pull.addEventListener("click", () => confirmWithdraw(item, pull));
     actions.append(fix, pull);
+    if (canAudit()) actions.append(historyLink(item));
     li.append(main, meta, actions);
     return li;
+  }
+
+  /** What a row's words depend on: the language, and whether the history may be read. */
+  const rowKey = () => `${ConsoleI18n.lang()}${canAudit() ? "+audit" : ""}`;
+
+  function historyLink(item) {
+    const a = el("a", "history-link", t("action.history"));
+    a.href = `#/history/${encodeURIComponent(item.id)}`;
+    return a;
   }
 
   function renderList(items) {
@@ -575,7 +691,7 @@
     list.replaceChildren(
       ...items.map((item) => {
         const li = old.get(item.id);
-        const same = li?.dataset.version === String(item.version) && li.dataset.lang === ConsoleI18n.lang();
+        const same = li?.dataset.version === String(item.version) && li.dataset.lang === rowKey();
         return same ? li : row(item);
       }),
     );
@@ -645,6 +761,40 @@
     if (said.error) $("form-error").replaceChildren(...said.error());
   }
   ConsoleI18n.onChange(relabel);
+
+  /** Hints that carry the editor's time zone and the publisher's limits. */
+  function hints() {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    $("h-publish_at").textContent = t("compose.publishAtHint", { zone });
+    $("h-pinned").textContent = t("compose.pinHint", { n: config.limits.pinned_items ?? 3 });
+  }
+  ConsoleI18n.onChange(() => config && hints());
+
+  // What the other pages (console-pages.js) use of the desk.
+  window.ConsoleDesk = {
+    api,
+    el,
+    time,
+    when,
+    editionName,
+    dirOf: (edition) => dirOf(edition),
+    config: () => config,
+    me: () => me,
+    canAudit,
+    canPost,
+    hasRole,
+    ask,
+    quoteOf,
+    signedOut: (key) => signedOut(key),
+    onSession: (listener) => sessionListeners.push(listener),
+    /** The compose form filled with an old item's content, to post it as a new one. */
+    repost: (item) => {
+      repost(item);
+      notice(() => t("archive.reposting"));
+      $("f-headline").focus();
+    },
+    edit: (item) => startCorrection(item),
+  };
   $("lang").addEventListener("change", (e) => ConsoleI18n.use(e.target.value));
 
   // --- start --------------------------------------------------------------------------------
@@ -673,6 +823,7 @@
       $("tabs").append(tab);
     }
     editionLabels();
+    hints();
     choices($("f-regions"), "regions", config.regions);
     choices($("f-categories"), "categories", config.categories);
     directions();
