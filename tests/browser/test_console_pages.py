@@ -443,3 +443,42 @@ def test_the_pages_work_from_the_keyboard(
     page.locator("#confirm-withdraw").focus()
     page.keyboard.press("Enter")
     expect(page.locator(f'#tokens-list tr[data-name="{name}"]')).to_have_count(0)
+
+
+def test_the_form_keeps_to_the_scope_the_expiry_chosen_and_the_pin_limit(
+    context: BrowserContext, server: Server, watch: PageWatch
+) -> None:
+    watch.allow(r"status of 409")
+    scoped = server.make_token(f"es-desk-{time.time_ns() % 10**8}", "--editions", "es")
+    name = whoami(server, scoped).json()["name"]
+    page = signed_in(context, server, scoped, name)
+    expect(page.locator("#f-edition")).to_have_value("es")
+    for other in ("en", "ar"):
+        expect(page.locator(f'#f-edition option[value="{other}"]')).to_be_disabled()
+
+    mark = f"exp{time.time_ns()}"
+    page.fill("#f-headline", f"Default expiry {mark}")
+    expect(page.locator("#f-expires")).to_have_value("default")
+    page.click("#submit")
+    expect(page.locator("#notice")).to_contain_text("Posted to Spanish (es)")
+    page.fill("#f-headline", f"Never expires {mark}")
+    page.select_option("#f-expires", "")
+    page.click("#submit")
+    expect(page.locator("#notice")).to_contain_text("Posted to Spanish (es)")
+    live = {i["headline"]: i for i in server.api("GET", "/api/items?edition=es").json()["items"]}
+    assert live[f"Default expiry {mark}"]["expires"] is not None
+    assert live[f"Never expires {mark}"]["expires"] is None
+
+    limit = server.api("GET", "/api/config").json()["limits"]["pinned_items"]
+    pins = [
+        server.post(edition="es", headline=f"Pin {n} {mark}", pinned=True) for n in range(limit)
+    ]
+    try:
+        page.fill("#f-headline", f"One pin too many {mark}")
+        page.check("#f-pinned")
+        page.click("#submit")
+        expect(page.locator("#e-pinned")).to_contain_text(f"at most {limit}")
+        expect(page.locator("#f-pinned")).to_be_focused()
+    finally:
+        for pin in pins:
+            server.withdraw(pin["id"])
