@@ -9,10 +9,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
-from browserkit import PageWatch, Server, english_left, serious, watched_context
+from browserkit import (
+    PageWatch,
+    Server,
+    english_left,
+    serious,
+    serve_on_redis,
+    watched_context,
+)
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 
@@ -482,3 +491,38 @@ def test_the_form_keeps_to_the_scope_the_expiry_chosen_and_the_pin_limit(
     finally:
         for pin in pins:
             server.withdraw(pin["id"])
+
+
+def test_the_pages_read_the_same_on_redis(
+    browser: Browser, watch: PageWatch, redis_url: str, tmp_path: Path
+) -> None:
+    """The same pages on `ticker publisher` and `ticker hub` sharing a real Redis."""
+    with (
+        serve_on_redis(tmp_path, redis_url) as (server, _hub),
+        watched_context(browser, watch) as context,
+    ):
+        head = server.make_token("desk-head", "--role", "admin,chief")
+        gone = server.post(edition="en", headline="Pulled from the ticker")
+        server.correct(gone["id"], headline="Pulled from the ticker, corrected")
+        server.withdraw(gone["id"])
+        publish_at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        server.post(edition="en", headline="Embargoed on Redis", publish_at=publish_at)
+        page = signed_in(context, server, head, "desk-head")
+
+        go(page, "#/archive")
+        row = page.locator("#archive-results li", has_text="Pulled from the ticker")
+        expect(row.locator(".status")).to_have_text("Withdrawn")
+        row.get_by_role("link", name="History").click()
+        entries = page.locator("#history-entries > li .entry-action")
+        expect(entries).to_have_text(["Withdrawn", "Corrected", "Posted"])
+
+        go(page, "#/scheduled")
+        expect(page.locator("#scheduled-items li")).to_contain_text(["Embargoed on Redis"])
+
+        go(page, "#/tokens")
+        page.fill("#t-name", "redis-desk")
+        page.get_by_role("button", name="Create", exact=True).click()
+        secret = page.locator("#secret-value")
+        expect(secret).to_have_value(re.compile(r"^tkr_"))
+        assert whoami(server, secret.input_value()).json()["name"] == "redis-desk"
+        expect(page.locator('#tokens-list tr[data-name="redis-desk"]')).to_have_count(1)
