@@ -51,6 +51,9 @@ async def test_a_scheduled_item_is_seen_only_by_editors_until_its_time(
         assert listed.status_code == 200
         assert listed.json() == {"edition": "en", "items": [item]}
         assert (await stack.http.get("/api/scheduled", params={"edition": "en"})).status_code == 401
+        limits = (await stack.http.get("/api/config")).json()["limits"]
+        assert (limits["live_items"], limits["pinned_items"]) == (20, 3)
+        assert limits["schedule_seconds"] == 30 * 86400
         bad = await stack.http.get("/api/scheduled", params={"edition": "xx"}, headers=stack.auth)
         assert bad.status_code == 400 and "edition" in bad.json()["fields"]
 
