@@ -199,9 +199,11 @@ class EmbeddedBroker(Broker):
             self._take_lock()
         try:
             self._db = self._open()
-            for edition in self.editions:
-                self._ensure_epoch(edition)
-                self._backfill(edition)
+            self._broken = None
+            with self._guard():
+                for edition in self.editions:
+                    self._ensure_epoch(edition)
+                    self._backfill(edition)
         except BaseException:
             self._release()
             raise
@@ -730,6 +732,7 @@ class EmbeddedBroker(Broker):
                     db.execute("DELETE FROM archive WHERE id = ?", (item_id,))
                     removed += 1
             if len(rows) < PRUNE_BATCH:
+                self._maintain()  # the pages it freed go back to the file system now
                 return removed
             after = rows[-1][1]
 
