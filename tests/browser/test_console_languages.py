@@ -283,11 +283,40 @@ def test_axe_finds_nothing_serious_in_each_language(
         assert serious(page) == [], (lang, scheme, "correcting")
 
 
-def test_an_arabic_desk_posts_a_flash_and_undoes_it_by_keyboard(desk_in, server: Server) -> None:
+# What each desk reads after signing in, posting to the English edition, and undoing.
+KEYBOARD = {
+    "ar": (
+        1,
+        "rtl",
+        "تم تسجيل الدخول باسم",
+        "نُشر في الإنجليزية (en)",
+        "عاجل جداً",
+        "تراجع",
+        "تم التراجع",
+    ),
+    "es": (
+        2,
+        "ltr",
+        "Sesión iniciada como",
+        "Publicada en inglés (en)",
+        "Última hora",
+        "Deshacer",
+        "Deshecho",
+    ),
+}
+
+
+@pytest.mark.parametrize("lang", ["ar", "es"])
+def test_a_desk_chooses_its_language_posts_a_flash_and_undoes_it_by_keyboard(
+    desk_in, server: Server, lang: str
+) -> None:
+    downs, direction, signed, posted, flash, undo, undone = KEYBOARD[lang]
     page = console(desk_in("en-US"), server, sign_in=False)
     page.locator("#lang").focus()
-    page.keyboard.press("ArrowDown")  # English -> العربية
-    expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    for _ in range(downs):  # English -> العربية -> Español
+        page.keyboard.press("ArrowDown")
+    expect(page.locator("html")).to_have_attribute("lang", lang)
+    expect(page.locator("html")).to_have_attribute("dir", direction)
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")  # past the demo link, into the token field
     expect(page.locator("#token")).to_be_focused()
@@ -295,7 +324,7 @@ def test_an_arabic_desk_posts_a_flash_and_undoes_it_by_keyboard(desk_in, server:
     page.keyboard.press("Enter")
     notice = page.locator("#notice")
     expect(notice).to_be_focused()
-    expect(notice).to_contain_text("تم تسجيل الدخول باسم browser-test")
+    expect(notice).to_contain_text(f"{signed} browser-test")
 
     mark = f"kb{time.time_ns()}"
     for key in ["Tab", "Tab", "1", "Tab", "Tab"]:  # edition, urgency: Flash, source, headline
@@ -304,12 +333,12 @@ def test_an_arabic_desk_posts_a_flash_and_undoes_it_by_keyboard(desk_in, server:
     page.keyboard.insert_text(f"عاجل من لوحة المفاتيح {mark}")
     page.keyboard.press("Enter")
     expect(notice).to_be_focused()
-    expect(notice).to_contain_text("نُشر في الإنجليزية (en)")
+    expect(notice).to_contain_text(posted)
     row = page.locator("#items li", has_text=mark)
-    expect(row.locator(".badge")).to_have_text("عاجل جداً")
+    expect(row.locator(".badge")).to_have_text(flash)
     for _ in range(3):
         page.keyboard.press("Tab")
-    expect(notice.get_by_role("button", name="تراجع")).to_be_focused()
+    expect(notice.get_by_role("button", name=undo)).to_be_focused()
     page.keyboard.press("Enter")
-    expect(notice).to_contain_text("تم التراجع")
+    expect(notice).to_contain_text(undone)
     expect(row).to_have_count(0)
