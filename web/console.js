@@ -3,6 +3,8 @@
  * It talks to the publisher's HTTP API with an editor token kept in sessionStorage (never in
  * a URL), and follows the hub through the widget's own Ticker.connect, so the console and
  * the readers' tickers see the same thing. Everything from the API goes in as text.
+ * Its words come from console-i18n.js; the other pages (console-pages.js) use the desk
+ * through `window.ConsoleDesk`, which is all they may touch of it.
  */
 (() => {
   "use strict";
