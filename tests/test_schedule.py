@@ -194,12 +194,14 @@ async def test_a_busy_day_keeps_the_ticker_at_its_cap(tmp_path: Path, store: str
 async def test_the_sweeper_heals_a_ticker_past_its_cap(tmp_path: Path, store: str | None) -> None:
     """Posts straight to the store (as after a crash between a post and its retirement)."""
     async with Stack(tmp_path, store, limits={"max_live": 5}) as stack:
+        first = datetime.now(UTC) - timedelta(minutes=1)
         for n in range(12):
             item = rules.create(
                 {"edition": "en", "headline": f"Direct {n}"},
                 editor="desk",
                 vocabulary=stack.settings.vocabulary,
                 limits=stack.settings.limits,
+                now=first + timedelta(seconds=n),  # one a second: which is oldest is clear
             )
             await stack.broker.publish(Change("posted", item))
         deadline = time.monotonic() + 5
