@@ -143,6 +143,13 @@ class Server:
     hub_port: int
     token: str
     processes: list[TickerProcess] = field(default_factory=list)
+    store: list[str] = field(default_factory=list)  # `--db PATH`, for `ticker token`
+    env: dict[str, str] | None = None
+
+    def make_token(self, name: str, *options: str) -> str:
+        """A token of this server's store, made as an operator makes one:
+        `ticker token create NAME --role chief`."""
+        return ticker_command("token", "create", name, *options, *self.store, env=self.env)
 
     def api(self, method: str, path: str, body: Any = None, **headers: str) -> httpx.Response:
         return httpx.request(
@@ -188,7 +195,7 @@ def serve(tmp: Path, **extra_env: str) -> Iterator[Server]:
         tmp / "serve.log",
         _env(TICKER_LOG_LEVEL="warning", **extra_env),
     )
-    server = Server(f"http://127.0.0.1:{port}", hub_port, token, [process])
+    server = Server(f"http://127.0.0.1:{port}", hub_port, token, [process], ["--db", str(db)])
     try:
         process.start()
         process.wait_ready(f"{server.base}/readyz")
@@ -215,7 +222,7 @@ def serve_on_redis(
     token = ticker_command("token", "create", "browser-test", env=env)
     publisher = TickerProcess(["publisher"], tmp / "publisher.log", env)
     hub = TickerProcess(["hub"], tmp / "hub.log", env)
-    server = Server(f"http://127.0.0.1:{port}", hub_port, token, [publisher, hub])
+    server = Server(f"http://127.0.0.1:{port}", hub_port, token, [publisher, hub], env=env)
     try:
         publisher.start()
         hub.start()
@@ -268,6 +275,54 @@ def watched_context(browser: Browser, watch: PageWatch, **options: Any) -> Itera
     unexpected = watch.unexpected()
     assert not unexpected, "console errors or CSP violations:\n" + "\n".join(unexpected)
     assert not watch.dialogs, f"a dialog opened: {watch.dialogs}"
+
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+def serious(page: Page) -> list[dict[str, Any]]:
+    """The serious and critical axe-core violations on the page as it is now (its CSP must
+    be bypassed for axe's script to be added)."""
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document)")
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+# English fragments of every message that another language says differently, found on the
+# page: its title, visible text, the text of every option and the attributes read aloud.
+_LEFTOVERS = r"""(lang) => {
+    const { MESSAGES } = ConsoleI18n;
+    const fragments = new Set();
+    for (const [key, text] of Object.entries(MESSAGES.en)) {
+        if (text === MESSAGES[lang][key]) continue;
+        for (const part of text.split(/\{\w+\}/)) {
+            const fragment = part.trim();
+            if (/[A-Za-z]{3,}/.test(fragment)) fragments.add(fragment);
+        }
+    }
+    const said = [...document.querySelectorAll("*")].flatMap((e) => [
+        e.getAttribute("aria-label") || "", e.getAttribute("placeholder") || "",
+        e.getAttribute("title") || "",
+    ]);
+    const options = [...document.querySelectorAll("option")].map((o) => o.textContent);
+    const open = document.querySelector("dialog[open]");
+    const text = [document.title, document.body.innerText, open ? open.innerText : "",
+                  ...said, ...options].join("\n");
+    // Whole words only: Spanish "Editor" is not the English "Edit" left over.
+    const escaped = (f) => f.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    return [...fragments].filter((f) =>
+        new RegExp(`(^|[^\\p{L}])${escaped(f)}($|[^\\p{L}])`, "u").test(text));
+}"""
+
+
+def english_left(page: Page, lang: str) -> list[str]:
+    """The console's English messages still on a page shown in another language."""
+    return page.evaluate(_LEFTOVERS, lang)
 
 
 class NewsSite:

@@ -5,22 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from browserkit import PageWatch, Server, news_site, serve, watched_context
+from browserkit import PageWatch, Server, news_site, serious, serve, watched_context
 from playwright.sync_api import Browser, Page, expect
-
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-
-
-def serious(page: Page) -> list[dict[str, Any]]:
-    page.add_script_tag(path=str(AXE))
-    result = page.evaluate("async () => await axe.run(document)")
-    return [
-        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
-        for v in result["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
 
 
 def test_no_serious_axe_violations(browser: Browser, watch: PageWatch, tmp_path: Path) -> None:
