@@ -5,6 +5,7 @@
  *   #/scheduled     the edition's scheduled items: edit or cancel them before they go live
  *   #/history/ID    an item's audit trail, field by field (chiefs and admins)
  *   #/tokens        tokens: list, create, rotate, revoke (admins)
+ *   #/webhooks      webhooks: their state, why one was disabled, enable it again (admins)
  *
  * Hash routes keep the console one page that the publisher serves at `/`. The server
  * enforces every role; the console only leaves out what a token may not use. Everything
@@ -16,7 +17,7 @@
   const D = window.ConsoleDesk;
   const { t } = ConsoleI18n;
   const { el } = D;
-  const VIEWS = ["desk", "archive", "scheduled", "history", "tokens", "refused"];
+  const VIEWS = ["desk", "archive", "scheduled", "history", "tokens", "webhooks", "refused"];
   const PAGE_SIZE = 20;
   let me = null;
   let current = { page: "desk", arg: "" };
@@ -571,6 +572,64 @@
     tokensLoad();
   }
 
+  // --- webhooks -----------------------------------------------------------------------------
+
+  const webhooks = { list: [] };
+
+  async function webhooksLoad() {
+    const result = await call("GET", "/api/webhooks");
+    if (result.status === 403) return refused("refused.webhooks");
+    if (result.status !== 200) return failed($("webhooks-error"), result, "webhooks.failed");
+    webhooks.list = result.data.webhooks;
+    webhooksDraw();
+  }
+
+  function webhooksDraw() {
+    $("webhooks-list").replaceChildren(...webhooks.list.map(webhookRow));
+    $("webhooks-empty").hidden = webhooks.list.length > 0;
+  }
+
+  function webhookRow(hook) {
+    const tr = el("tr");
+    tr.dataset.id = hook.id;
+    const url = el("th", null);
+    url.scope = "row";
+    const address = el("bdi", null, hook.url);
+    address.dir = "ltr";
+    url.append(address);
+    const state = el("td", hook.enabled ? "state-on" : "state-off");
+    state.textContent = hook.enabled
+      ? t("webhooks.enabled")
+      : t("webhooks.disabled", { reason: hook.disabled_reason || "" });
+    const actions = el("td", "token-actions");
+    if (!hook.enabled) {
+      const enable = el("button", "enable", t("webhooks.enable"));
+      enable.type = "button";
+      enable.setAttribute("aria-label", t("webhooks.enableNamed", { url: hook.url }));
+      enable.addEventListener("click", () => webhookEnable(hook, tr));
+      actions.append(enable);
+    }
+    tr.append(url, el("td", null, D.editionName(hook.filters.edition)), el("td", null, String(hook.queued ?? 0)), state, actions);
+    return tr;
+  }
+
+  async function webhookEnable(hook, row) {
+    const result = await call("POST", `/api/webhooks/${encodeURIComponent(hook.id)}/enable`);
+    if (result.status !== 200) return failed($("webhooks-error"), result, "webhooks.notEnabled");
+    webhooks.list = webhooks.list.map((h) => (h.id === hook.id ? result.data : h));
+    webhooksDraw();
+    $("webhooks-title").focus();
+  }
+
+  redraw.webhooks = () => D.hasRole("admin") && webhooksDraw();
+
+  function webhooksPage() {
+    if (!D.hasRole("admin")) return refused("refused.webhooks");
+    $("webhooks-error").replaceChildren();
+    show("webhooks");
+    webhooksLoad();
+  }
+
   // --- routing ------------------------------------------------------------------------------
 
   const PAGES = {
@@ -579,6 +638,7 @@
     scheduled: scheduledPage,
     history: historyPage,
     tokens: tokensPage,
+    webhooks: webhooksPage,
   };
 
   window.addEventListener("hashchange", route);
@@ -586,6 +646,7 @@
     me = who;
     $("pages").hidden = !who;
     $("nav-tokens").hidden = !D.hasRole("admin");
+    $("nav-webhooks").hidden = !D.hasRole("admin");
     if (!who) {
       archive.query = null;
       tokens.list = [];

@@ -18,7 +18,9 @@ from browserkit import (
     PageWatch,
     Server,
     english_left,
+    free_port,
     serious,
+    serve,
     serve_on_redis,
     watched_context,
 )
@@ -67,7 +69,7 @@ def test_each_holder_sees_the_pages_of_its_roles(
     nav = page.get_by_role("navigation", name="Pages")
     expect(nav.get_by_role("link")).to_have_text(["Desk", "Archive", "Scheduled"])
     expect(page.locator(f'#items li[data-id="{item["id"]}"] .history-link')).to_have_count(0)
-    for route in ("#/tokens", f"#/history/{item['id']}"):
+    for route in ("#/tokens", "#/webhooks", f"#/history/{item['id']}"):
         go(page, route)
         expect(page.locator("#view-refused")).to_be_visible()
         expect(page.locator("#refused-text")).to_contain_text("Not allowed")
@@ -80,7 +82,7 @@ def test_each_holder_sees_the_pages_of_its_roles(
     expect(admin.locator("#notice")).to_contain_text("it posts nothing")
     expect(admin.locator("#compose")).to_be_hidden()
     expect(admin.get_by_role("navigation", name="Pages").get_by_role("link")).to_have_text(
-        ["Desk", "Archive", "Scheduled", "Tokens"]
+        ["Desk", "Archive", "Scheduled", "Tokens", "Webhooks"]
     )
     row = admin.locator(f'#items li[data-id="{item["id"]}"]')
     expect(row.locator("button.correct")).to_be_hidden()
@@ -367,7 +369,8 @@ def test_every_page_in_arabic_has_no_english_left_and_is_axe_clean(
         "#/archive": "#archive-results li",
         "#/scheduled": "#scheduled-items li",
         f"#/history/{item['id']}": "#history-entries li",
-        "#/tokens": "#tokens-list tr",
+        "#/webhooks": "#webhooks-empty, #webhooks-list tr",
+        "#/tokens": "#tokens-list tr",  # last: its confirmation is checked below
     }
     for route, filled in checks.items():
         go(page, route)
@@ -400,6 +403,7 @@ def test_every_page_is_axe_clean_in_english(
             ("#/scheduled", "#scheduled-items li, #scheduled-empty"),
             (f"#/history/{item['id']}", "#history-entries li"),
             ("#/tokens", "#tokens-list tr"),
+            ("#/webhooks", "#webhooks-empty, #webhooks-list tr"),
         ):
             go(page, route)
             expect(page.locator(filled).first).to_be_visible()
@@ -526,3 +530,60 @@ def test_the_pages_read_the_same_on_redis(
         expect(secret).to_have_value(re.compile(r"^tkr_"))
         assert whoami(server, secret.input_value()).json()["name"] == "redis-desk"
         expect(page.locator('#tokens-list tr[data-name="redis-desk"]')).to_have_count(1)
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+def test_an_admin_sees_why_a_webhook_was_disabled_and_enables_it(
+    browser: Browser, watch: PageWatch, tmp_path: Path
+) -> None:
+    failing = {
+        "TICKER_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1",
+        "TICKER_WEBHOOK_DISABLE_AFTER": "2",
+        "TICKER_WEBHOOK_RETRY_BASE": "0.05",
+        "TICKER_WEBHOOK_RETRY_MAX_DELAY": "0.1",
+        "TICKER_WEBHOOK_CONNECT_TIMEOUT": "0.5",
+        "TICKER_WEBHOOK_TIMEOUT": "1",
+    }
+    with serve(tmp_path, **failing) as server:
+        admin = server.make_token("ops-hooks", "--role", "admin")
+        # Nothing listens there: every attempt fails, and after two the webhook is disabled.
+        url = f"http://127.0.0.1:{free_port()}/in"
+        created = httpx.post(
+            f"{server.base}/api/webhooks",
+            json={"url": url, "filters": {"edition": "en"}},
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        server.post(edition="en", headline="For the partner")
+        with watched_context(browser, watch, bypass_csp=True) as context:  # axe is injected
+            page = signed_in(context, server, admin, "ops-hooks")
+            row = page.locator(f'#webhooks-list tr[data-id="{created.json()["id"]}"]')
+            for _ in range(100):  # until the worker gives up on it
+                page.get_by_role("link", name="Webhooks").click()
+                expect(page.locator("#webhooks-title")).to_be_focused()
+                expect(row).to_have_count(1)
+                if "Disabled" in row.locator("td").nth(2).inner_text():
+                    break
+                go(page, "#/")
+                time.sleep(0.1)
+            cells = row.locator("td")
+            expect(row.locator("th")).to_have_text(url)
+            expect(cells.nth(0)).to_have_text("English (en)")
+            expect(cells.nth(1)).to_have_text("1")  # the item still waits for it
+            expect(cells.nth(2)).to_have_text(re.compile(r"^Disabled: 2 failed attempts in a row"))
+            assert serious(page) == []
+            row.get_by_role("button", name=f"Enable {url}").click()
+            expect(cells.nth(2)).to_have_text("Delivering")
+            expect(row.get_by_role("button")).to_have_count(0)
+            expect(page.locator("#webhooks-title")).to_be_focused()
+        trail = httpx.get(
+            f"{server.base}/api/audit",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=10,
+        ).json()["entries"]
+        # Oldest first; once enabled, the receiver still fails, so it may be disabled again.
+        actions = [e["action"] for e in reversed(trail) if e["action"].startswith("webhook.")]
+        assert actions[:3] == ["webhook.created", "webhook.disabled", "webhook.enabled"]
