@@ -14,6 +14,8 @@ import httpx
 from procs import TICKER, free_port, stop, ticker
 from webhookreceiver import Receiver
 
+from ticker.config import Settings
+
 ENV = {
     "TICKER_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
     "TICKER_WEBHOOK_RETRY_BASE": "0.05",
@@ -79,17 +81,25 @@ async def flaky_receiver() -> Receiver:
     return receiver
 
 
+def with_retirements(posts: int) -> int:
+    """What a webhook gets for `posts` posts: each one past the cap retires the oldest."""
+    return posts + max(0, posts - Settings().limits.max_live)
+
+
 def assert_all_in_order(receiver: Receiver, posted: list[dict]) -> None:
     got = receiver.messages()
-    assert [m["item"]["id"] for m in got] == [p["id"] for p in posted]
-    assert all(m["kind"] == "posted" for m in got)
+    # Past the cap of live items, each post retires the oldest: those come as `expired`.
+    assert {m["kind"] for m in got} <= {"posted", "expired"}
+    assert [m["item"]["id"] for m in got if m["kind"] == "posted"] == [p["id"] for p in posted]
+    cursors = [int(m["cursor"].rpartition(":")[2]) for m in got]
+    assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
     assert receiver.bad_signatures == 0
     assert receiver.most_in_flight["/hook"] == 1
 
 
 async def test_a_killed_serve_resumes_its_queue_with_nothing_lost(tmp_path):
     store = ("--db", str(tmp_path / "ticker.db"))
-    token = ticker("token", "create", "desk", *store).stdout.strip()
+    token = ticker("token", "create", "desk", "--role", "admin,chief", *store).stdout.strip()
     receiver = await flaky_receiver()
     serve, base = start("serve", *store, "--hub-port", "0")
     try:
@@ -107,7 +117,7 @@ async def test_a_killed_serve_resumes_its_queue_with_nothing_lost(tmp_path):
         serve, base = start("serve", *store, "--hub-port", "0")
         await ready(base)
         posted.append(await post(base, token, "after the restart"))
-        await receiver.wait_for(len(posted), timeout=60)
+        await receiver.wait_for(with_retirements(len(posted)), timeout=60)
         assert sent_before < len(posted)
         assert_all_in_order(receiver, posted)
     finally:
@@ -117,7 +127,7 @@ async def test_a_killed_serve_resumes_its_queue_with_nothing_lost(tmp_path):
 
 async def test_two_publishers_on_redis_one_killed_deliver_in_order(redis_url):
     store = ("--redis-url", redis_url)
-    token = ticker("token", "create", "desk", *store).stdout.strip()
+    token = ticker("token", "create", "desk", "--role", "admin,chief", *store).stdout.strip()
     receiver = await flaky_receiver()
     first, first_url = start("publisher", *store)
     second, second_url = start("publisher", *store)
@@ -135,7 +145,7 @@ async def test_two_publishers_on_redis_one_killed_deliver_in_order(redis_url):
         first, first_url = start("publisher", *store)
         await ready(first_url)
         posted += [await post(first_url, token, f"last {n}") for n in range(6)]
-        await receiver.wait_for(len(posted), timeout=90)
+        await receiver.wait_for(with_retirements(len(posted)), timeout=90)
         assert_all_in_order(receiver, posted)
     finally:
         stop(first)
