@@ -218,3 +218,39 @@ async def test_a_cancelled_sweeper_stops_whatever_it_was_doing(store: Broker) ->
         task = asyncio.create_task(expiry_sweeper(store, interval=0.01))
         await asyncio.sleep(delay)
         await stop(task)
+
+
+async def test_posts_that_finish_together_retire_in_one_run_or_two(tmp_path) -> None:
+    from ticker.brokers.base import Change
+    from ticker.brokers.embedded import EmbeddedBroker
+    from ticker.config import Limits, Vocabulary
+    from ticker.expiry import Retirer
+    from ticker.items import create
+
+    broker = EmbeddedBroker(tmp_path / "t.db", editions=("en",))
+    await broker.start()
+    try:
+        for n in range(25):  # five past a cap of 20, as if posted together
+            item = create(
+                {"edition": "en", "headline": f"item {n}"},
+                editor="desk",
+                vocabulary=Vocabulary(),
+                limits=Limits(),
+            )
+            await broker.publish(Change("posted", item))
+        runs = 0
+        original = broker.live
+
+        async def counted(edition: str):
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(0.01)  # a store over the network: the other posts go on
+            return await original(edition)
+
+        broker.live = counted  # type: ignore[method-assign]
+        retirer = Retirer(broker, max_live=20)
+        await asyncio.gather(*(retirer.after_post("en") for _ in range(5)))
+        assert len((await original("en"))[1]) == 20
+        assert runs <= 3  # a run or two retire all five; the other posts find it done
+    finally:
+        await broker.close()

@@ -157,6 +157,33 @@ async def retire_excess(broker: Broker, edition: str, max_live: int) -> int:
     return retired
 
 
+class Retirer:
+    """Retirement after posts, one run at a time per edition in this process.
+
+    Posts that finish together would each read the live list and race to retire the same
+    oldest items, most of them in vain (a version conflict, then another read). Here a
+    post waits for a run that starts after it was saved, which retires whatever is past
+    the cap by then: a burst of posts costs a run or two, not one per post, and each post
+    still answers once its edition is back within the cap."""
+
+    def __init__(self, broker: Broker, max_live: int) -> None:
+        self.broker = broker
+        self.max_live = max_live
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._asked: dict[str, int] = {}
+        self._covered: dict[str, int] = {}
+
+    async def after_post(self, edition: str) -> None:
+        asked = self._asked[edition] = self._asked.get(edition, 0) + 1
+        lock = self._locks.setdefault(edition, asyncio.Lock())
+        async with lock:
+            if self._covered.get(edition, 0) >= asked:
+                return  # a run that started after this post was saved has retired for it
+            starting = self._asked[edition]
+            await retire_excess(self.broker, edition, self.max_live)
+            self._covered[edition] = starting
+
+
 async def _pause(delay: float, wake: asyncio.Event | None) -> None:
     if wake is None:
         await asyncio.sleep(delay)

@@ -43,7 +43,7 @@ from .brokers.base import (
 from .config import RTL_EDITIONS, Settings
 from .cursor_cache import CursorCache
 from .events import Cursor
-from .expiry import expiry_sweeper, retire_excess
+from .expiry import Retirer, expiry_sweeper
 from .items import Item, ItemError
 from .openapi import operation, path, query, ref
 from .protocol import ProtocolError, parse_subscription
@@ -301,6 +301,7 @@ class _Api:
         self._openapi: dict[str, Any] | None = None
         self.freshness = feeds.Freshness()
         self.cursors = CursorCache(broker)  # what conditional GETs compare against
+        self.retirer = Retirer(broker, settings.limits.max_live)  # the cap, after each post
         self._used: dict[str, float] = {}  # token name -> when its last use was written
         self._background: set[asyncio.Task[None]] = set()
         # Set when an item is scheduled, so the release worker plans for it at once.
@@ -644,7 +645,7 @@ class _Api:
         published = await _pinned_within(self.limits.max_pinned, self.broker.publish(change))
         if not published.replayed:
             try:
-                await retire_excess(self.broker, item.edition, self.limits.max_live)
+                await self.retirer.after_post(item.edition)
             except BrokerError as exc:
                 # The item is posted: its answer stands, and the sweeper retires the rest.
                 log.warning(
