@@ -784,6 +784,7 @@ class Bench:
         )
         if more["failed"]:
             raise BenchError(f"{more['failed']} stream readers could not connect")
+        await asyncio.sleep(self.options.settle_seconds)  # their greetings first
         out["burst"] = await self._stream_burst()
         out["health"] = await self.pool.health("sse")
         return out
