@@ -165,6 +165,8 @@ def test_the_service_worker_shows_replaces_and_closes_notifications(
         registration = registrations[-1]["registrationId"]
 
         def push(message: dict) -> None:
+            if all(message is not m for m in sent):
+                sent.append(message)
             cdp.send(
                 "ServiceWorker.deliverPushMessage",
                 {
@@ -182,12 +184,22 @@ def test_the_service_worker_shows_replaces_and_closes_notifications(
                                                        url: n.data && n.data.url})))"""
             )
 
+        sent: list[dict] = []
+
         def wait_until(check) -> list[dict]:
-            deadline = time.monotonic() + 5
+            """Until `check` holds. DevTools drops a push that reaches the worker while it
+            starts or stops, so every message so far is delivered again, in order, every
+            2 s meanwhile: together they leave the same notifications (one per tag)."""
+            deadline = time.monotonic() + 20
+            again = time.monotonic() + 2
             while True:
                 now = shown()
                 if check(now) or time.monotonic() > deadline:
                     return now
+                if time.monotonic() > again:
+                    for message in list(sent):
+                        push(message)
+                    again = time.monotonic() + 2
                 page.wait_for_timeout(50)
 
         base = {"edition": "en", "urgency": 1, "source": "Desk"}
