@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -556,22 +556,7 @@ class RedisBroker(Broker):
         if loop.time() - self._pruned > _PRUNE_EVERY:  # idle editions' trails, too
             self._pruned = loop.time()
             await self.audit.prune(datetime.now(UTC))  # by the clock, not `now`
-        found: list[tuple[float, Item]] = []
-        with self._reachable():
-            for keys in self._keys.values():
-                due = await self._redis.zrangebyscore(
-                    keys.expiry, "-inf", _ms(now), start=0, num=limit, withscores=True
-                )
-                if not due:
-                    continue
-                stored = await self._redis.hmget(keys.items, [item_id for item_id, _ in due])
-                found += [
-                    (score, Item.from_dict(json.loads(raw)))
-                    for (_, score), raw in zip(due, stored, strict=True)
-                    if raw is not None
-                ]
-        found.sort(key=lambda pair: pair[0])
-        return [item for _, item in found[:limit]]
+        return await self._soonest(lambda k: (k.expiry, k.items), now, limit)
 
     async def cursor(self, edition: str) -> Cursor:
         keys = self._edition(edition)
@@ -665,15 +650,23 @@ class RedisBroker(Broker):
         return sorted(found, key=lambda i: (parse_time(i.publish_at or ""), i.id))
 
     async def due_scheduled(self, now: datetime, limit: int = 100) -> list[Item]:
+        return await self._soonest(lambda k: (k.due, k.waiting), now, limit)
+
+    async def _soonest(
+        self, where: Callable[[_EditionKeys], tuple[str, str]], now: datetime, limit: int
+    ) -> list[Item]:
+        """The items a sorted set of due times (expiry, or release) holds at or before
+        `now` in any edition, soonest first, read from the hash `where` names beside it."""
         found: list[tuple[float, Item]] = []
         with self._reachable():
             for keys in self._keys.values():
+                times, stored_in = where(keys)
                 due = await self._redis.zrangebyscore(
-                    keys.due, "-inf", _ms(now), start=0, num=limit, withscores=True
+                    times, "-inf", _ms(now), start=0, num=limit, withscores=True
                 )
                 if not due:
                     continue
-                stored = await self._redis.hmget(keys.waiting, [item_id for item_id, _ in due])
+                stored = await self._redis.hmget(stored_in, [item_id for item_id, _ in due])
                 found += [
                     (score, Item.from_dict(json.loads(raw)))
                     for (_, score), raw in zip(due, stored, strict=True)
