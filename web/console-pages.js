@@ -109,7 +109,8 @@
 
   // --- the archive --------------------------------------------------------------------------
 
-  const archive = { query: null, cursor: null, next: null, items: [] };
+  // `asked` counts searches: an answer to an older one, arriving late, is dropped.
+  const archive = { query: null, cursor: null, next: null, items: [], asked: 0 };
 
   /** The search as the API takes it; `to` is a whole day, so the day after is sent. */
   function archiveQuery() {
@@ -131,7 +132,9 @@
     const query = new URLSearchParams(archive.query);
     if (cursor) query.set("cursor", cursor);
     $("archive-error").replaceChildren();
+    const asked = ++archive.asked;
     const result = await call("GET", `/api/items?${query}`);
+    if (asked !== archive.asked) return;
     if (result.status !== 200) {
       archive.items = [];
       $("archive-results").replaceChildren();

@@ -147,6 +147,33 @@ def test_the_archive_searches_pages_and_posts_an_old_item_again(
     assert len(again) == 1 and again[0]["id"] != posted[3]["id"]
 
 
+def test_a_late_answer_to_an_earlier_search_does_not_replace_the_latest(
+    context: BrowserContext, server: Server
+) -> None:
+    mark = f"late{time.time_ns()}"
+    server.post(edition="en", headline=f"English {mark}")
+    server.post(edition="es", headline=f"Noticia {mark}")
+    page = signed_in(context, server, server.token, "browser-test")
+    held: list = []
+    page.route("**/api/items?edition=en*", lambda route: held.append(route))
+    go(page, "#/archive")  # opens with a search of the first edition, held back
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the archive page did not search on opening"
+    page.select_option("#a-edition", "es")
+    page.fill("#a-q", mark)
+    page.get_by_role("button", name="Search").click()
+    results = page.locator("#archive-results")
+    expect(results).to_contain_text(f"Noticia {mark}")
+    held[0].continue_()  # the English answer now arrives, last
+    page.wait_for_timeout(500)
+    expect(results).to_contain_text(f"Noticia {mark}")
+    expect(results).not_to_contain_text(f"English {mark}")
+    expect(page.locator("#a-edition")).to_have_value("es")
+
+
 def test_a_bad_archive_search_is_explained(
     context: BrowserContext, server: Server, watch: PageWatch
 ) -> None:
@@ -377,6 +404,8 @@ def test_every_page_in_arabic_has_no_english_left_and_is_axe_clean(
         if route == "#/archive":
             page.select_option("#a-edition", "ar")
             page.locator("#archive-form button[type=submit]").click()
+            # The Arabic search's answer, not the English one the page opened with.
+            expect(page.locator("#archive-results")).to_contain_text("خبر للسجل بعد التصحيح")
         if route == "#/scheduled":
             page.locator("#scheduled-tabs button", has_text="(ar)").click()
         expect(page.locator(filled).first).to_be_visible()

@@ -242,9 +242,18 @@ def test_touch_taps_and_the_button_always_say_what_they_will_do(
         for label in ("Play ticker", "Pause ticker", "Play ticker"):
             bar.locator(".ticker-viewport").tap()
             expect(toggle).to_have_accessible_name(label)
+        # Paused, as the button says. The compositor may still draw the frame already
+        # under way when the tap lands, so the position is read two frames later.
+        assert page.evaluate(
+            "() => document.querySelector('#bar .ticker-run').getAnimations()"
+            ".map((a) => a.playState)"
+        ) == ["paused"]
+        page.evaluate(
+            "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        )
         before = page.evaluate(position)
         page.wait_for_timeout(400)
-        assert abs(page.evaluate(position) - before) < 0.5  # paused, as the button says
+        assert abs(page.evaluate(position) - before) < 0.5
         toggle.tap()
         expect(toggle).to_have_accessible_name("Pause ticker")
         page.wait_for_timeout(400)
