@@ -2,9 +2,10 @@
 
 One run starts a private redis-server, the publisher, the hub and a raw floor server,
 connects N WebSocket readers to each from several client processes and source
-addresses, and measures, in this order: RSS per connection, idle (keepalive) CPU,
-CPU per delivery against the floor, publish-to-receive latency, bursts of 20, a
-reconnect storm with cursors, and publisher throughput. Every reader checks every
+addresses, and measures, in this order: RSS per connection and per Server-Sent Events
+stream, idle (keepalive) CPU, CPU per delivery against the floor, publish-to-receive
+latency, bursts of 20, a reconnect storm with cursors, publisher throughput, conditional
+GETs, streams against WebSocket readers, the archive and Web Push. Every reader checks every
 event it gets (same epoch, offset + 1), so a run also proves nothing was lost,
 repeated or reordered; it exits non-zero when anything was.
 """
@@ -462,7 +463,8 @@ class Bench:
     # --- phases ------------------------------------------------------------------------
 
     async def measure_memory(self) -> dict[str, Any]:
-        """RSS before and after N idle readers (keepalive on), for the hub and the floor."""
+        """RSS before and after N idle readers (keepalive on), for the hub and the floor,
+        and for N/2 idle streams on the hub."""
         assert self.floor is not None
         out: dict[str, Any] = {}
         for name, pid, port, pool in (
@@ -486,7 +488,36 @@ class Bench:
                 "kb_per_connection": round((after - before) / self.n, 2),
                 "connect": connect,
             }
+            if name == "hub":
+                out["streams"] = await self._stream_memory()
         return out
+
+    async def _stream_memory(self) -> dict[str, Any]:
+        """RSS before and after N/2 idle Server-Sent Events streams, beside the N readers on
+        the fresh hub, whose heap has no freed room yet to hide them in; then they go."""
+        assert self.pool is not None
+        half = max(self.n // 2, 1)
+        before = rss_kb(self.hub.pid)
+        connect = await self.connect(
+            "idle-sse",
+            self.hub_port,
+            STREAM_POOL,
+            path="/sse?edition=ar",
+            stream=True,
+            readers=half,
+        )
+        if connect["failed"]:
+            raise BenchError(f"{connect['failed']} stream readers could not connect")
+        await asyncio.sleep(self.options.settle_seconds)
+        after = rss_kb(self.hub.pid)
+        await self.pool.all({"cmd": "drop", "target": "idle-sse"})
+        return {
+            "streams": half,
+            "rss_before_kb": before,
+            "rss_after_kb": after,
+            "kb_per_stream": round((after - before) / half, 2),
+            "connect": connect,
+        }
 
     async def measure_idle(self) -> dict[str, Any]:
         """CPU the hub spends on N idle readers: keepalive pings and heartbeats."""
@@ -738,19 +769,18 @@ class Bench:
 
     async def measure_streams(self) -> dict[str, Any]:
         """Server-Sent Events readers (edition ar) beside WebSocket readers (edition en) on
-        the same hub. First N/2 of each: memory per stream, then interleaved rounds of lone
-        items to each, so the two paths' CPU per delivery compare in the same minutes and
-        over groups of the same size. Then N/2 more streams, and a burst of 20 to all N."""
+        the same hub. First N/2 of each, in interleaved rounds of lone items, so the two
+        paths' CPU per delivery compare in the same minutes and over groups of the same
+        size. Then N/2 more streams, and a burst of 20 to all N. (Memory per stream is
+        measured on the fresh hub, in the memory phase.)"""
         assert self.pool is not None
         half = max(self.n // 2, 1)
-        before = rss_kb(self.hub.pid)
         connect = await self.connect(
             "sse", self.hub_port, STREAM_POOL, path="/sse?edition=ar", stream=True, readers=half
         )
         if connect["failed"]:
             raise BenchError(f"{connect['failed']} stream readers could not connect")
         await asyncio.sleep(self.options.settle_seconds)
-        after = rss_kb(self.hub.pid)
         peer = await self.connect("ws", self.hub_port, PEER_POOL, readers=half)
         if peer["failed"]:
             raise BenchError(f"{peer['failed']} WebSocket readers could not connect")
@@ -762,9 +792,7 @@ class Bench:
             "readers": self.n,
             "compared_readers": half,
             "websocket_readers": half,
-            "rss_before_kb": before,
-            "rss_after_kb": after,
-            "kb_per_stream": round((after - before) / half, 2),
+            "kb_per_stream": self.results["memory"]["streams"]["kb_per_stream"],
             "connect": connect,
         }
         for target, done in rounds.items():

@@ -73,6 +73,9 @@ def test_smoke_run_delivers_everything_in_order(tmp_path: Path) -> None:
         assert streams[path]["received"] == streams[path]["expected"] > 0, path
         assert positive(streams[path]["us_per_delivery"]), path
     assert positive(streams["ratio"]) and positive(streams["kb_per_stream"])
+    idle_streams = results["memory"]["streams"]  # measured on the fresh hub
+    assert (idle_streams["connect"]["connected"], idle_streams["connect"]["failed"]) == (n // 2, 0)
+    assert idle_streams["kb_per_stream"] == streams["kb_per_stream"]
     assert streams["burst"]["complete"] and streams["burst"]["order_errors"] == 0
 
     # Every reader got every event, once: deliveries are readers x events, both servers.
