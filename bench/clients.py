@@ -34,6 +34,7 @@ from .wire import (
     close_code,
     interpret,
     new_key,
+    split_events,
     split_response,
     stream_request,
 )
@@ -100,6 +101,7 @@ class Target:
         self.readers: list[Reader] = []
         self.tallies: dict[int, Tally] = {}
         self.cache: dict[bytes, tuple[Message, ...]] = {}
+        self.chunks: dict[bytes, tuple[tuple[Message, ...], bytes | None, tuple[int, int]]] = {}
         self.frames = 0
         self.event_frames = 0
         self.pings = 0
@@ -108,11 +110,35 @@ class Target:
 
     def on_text(self, reader: Reader, payload: bytes) -> bool:
         """Handle one text frame; True when it held a greeting."""
-        now = time.time()
         messages = self.cache.get(payload)
         if messages is None:
             messages = self._interpret(payload)
-        self.frames += 1
+        return self._deliver(reader, messages)
+
+    def on_stream(self, reader: Reader, chunk: bytes) -> tuple[bool, bytes | None]:
+        """Handle whole Server-Sent Events received at once, parsed once per distinct
+        chunk as frames are (every stream of a group gets the same bytes). Returns whether
+        they held a greeting, and the data of a closing event if the hub ended the stream."""
+        parsed = self.chunks.get(chunk)
+        if parsed is None:
+            if len(self.chunks) >= CACHE_LIMIT:
+                self.chunks.clear()
+            events = split_events(chunk)
+            closing = next((data for kind, data in events if kind == b"close"), None)
+            each = [self._interpret(data) for kind, data in events if kind != b"close"]
+            messages = tuple(m for one in each for m in one)
+            # Counted as the hub wrote them: one frame per event, as a WebSocket's are.
+            counts = (len(each), sum(any(type(m) is Delivered for m in one) for one in each))
+            parsed = self.chunks[chunk] = (messages, closing, counts)
+        messages, closing, counts = parsed
+        return self._deliver(reader, messages, counts), closing
+
+    def _deliver(
+        self, reader: Reader, messages: tuple[Message, ...], counts: tuple[int, int] | None = None
+    ) -> bool:
+        """Every message, in order, through the reader's checks. `counts` (frames, frames
+        with events) when they are more than the one frame the messages came in."""
+        now = time.time()
         greeted = False
         had_event = False
         for message in messages:
@@ -124,7 +150,12 @@ class Target:
             else:
                 reader.greet(message)  # type: ignore[arg-type]
                 greeted = True
-        self.event_frames += had_event
+        if counts is None:
+            self.frames += 1
+            self.event_frames += had_event
+        else:
+            self.frames += counts[0]
+            self.event_frames += counts[1]
         return greeted
 
     def _interpret(self, payload: bytes) -> tuple[Message, ...]:
@@ -173,13 +204,16 @@ class Conn(asyncio.Protocol):
             if not data:
                 return
         if self.stream:
-            for kind, payload in self.events.feed(data):
-                if kind == b"close":
-                    self.reader.closed_by_server += 1
-                    self.reader.close_codes.append(json.loads(payload)["code"])
-                    self._fail("the server ended the stream")
-                elif self.target.on_text(self.reader, payload) and not self.ready.done():
-                    self.ready.set_result(time.time())
+            chunk = self.events.whole(data)
+            if not chunk:
+                return
+            greeted, closing = self.target.on_stream(self.reader, chunk)
+            if greeted and not self.ready.done():
+                self.ready.set_result(time.time())
+            if closing is not None:
+                self.reader.closed_by_server += 1
+                self.reader.close_codes.append(json.loads(closing)["code"])
+                self._fail("the server ended the stream")
             return
         for opcode, payload in self.frames.feed(data):
             if opcode == TEXT:

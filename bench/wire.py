@@ -166,20 +166,35 @@ class EventSplitter:
         self.buffer = b""
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        buf = self.buffer + data if self.buffer else data
-        blocks = buf.split(b"\n\n")
-        self.buffer = blocks.pop()
-        events: list[tuple[bytes, bytes]] = []
-        for block in blocks:
-            kind, payload = b"message", b""
-            for line in block.split(b"\n"):
-                if line.startswith(b"data: "):
-                    payload = line[6:]
-                elif line.startswith(b"event: "):
-                    kind = line[7:]
-            if payload:
-                events.append((kind, payload))
-        return events
+        return split_events(self.whole(data))
+
+    def whole(self, data: bytes) -> bytes:
+        """The whole events received so far, as one chunk; a partial one waits for the rest.
+        The hub writes whole events, so this is usually `data` itself."""
+        if not self.buffer and data.endswith(b"\n\n"):
+            return data
+        buf = self.buffer + data
+        last = buf.rfind(b"\n\n")
+        if last < 0:
+            self.buffer = buf
+            return b""
+        self.buffer = buf[last + 2 :]
+        return buf[: last + 2]
+
+
+def split_events(chunk: bytes) -> list[tuple[bytes, bytes]]:
+    """(event type, data) for each whole event in `chunk`."""
+    events: list[tuple[bytes, bytes]] = []
+    for block in chunk.split(b"\n\n"):
+        kind, payload = b"message", b""
+        for line in block.split(b"\n"):
+            if line.startswith(b"data: "):
+                payload = line[6:]
+            elif line.startswith(b"event: "):
+                kind = line[7:]
+        if payload:
+            events.append((kind, payload))
+    return events
 
 
 def close_code(payload: bytes) -> int | None:
