@@ -95,6 +95,12 @@ class Poster:
             )
         )
 
+    async def reopen(self, conns: list[HttpConnection]) -> None:
+        """Open the connections anew: uvicorn closes one after 5 s idle, and a burst sent on
+        closed ones would time reconnecting (each send fails, then opens and sends again)."""
+        await asyncio.gather(*(conn.close() for conn in conns))
+        await asyncio.gather(*(conn.open() for conn in conns))
+
     async def post(self, conn: HttpConnection, seq: int, edition: str = "en") -> Posted:
         """Post item `seq`; its headline carries the time the request started."""
         began = time.time()

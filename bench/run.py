@@ -65,7 +65,7 @@ class Options:
     workers: int = 0  # 0: one client process per 2,500 readers, at least 2
     rounds: int = 3
     messages: int = 10  # per round and per server
-    idle_seconds: float = 10.0
+    idle_seconds: float = 20.0  # the hub's ping interval: one keepalive round per window
     settle_seconds: float = 3.0
     posts: int = 3000
     post_concurrency: int = 32
@@ -511,6 +511,7 @@ class Bench:
         await asyncio.sleep(self.options.settle_seconds)
         after = rss_kb(self.hub.pid)
         await self.pool.all({"cmd": "drop", "target": "idle-sse"})
+        await asyncio.sleep(self.options.settle_seconds)  # the hub lets them go, before idle
         return {
             "streams": half,
             "rss_before_kb": before,
@@ -591,6 +592,7 @@ class Bench:
         """20 items posted back to back: all at once on 20 connections, or one after
         another on one connection. Until every reader has all 20, in order."""
         assert self.pool is not None
+        await self._open_burst_connections()
         before = await self.pool.health("hub")
         seqs = [self.seq() for _ in range(BURST)]
         cpu0, t0 = cpu_seconds(self.hub.pid), time.time()
@@ -619,6 +621,13 @@ class Bench:
             ),
             "hub_cpu_seconds": round(cpu1 - cpu0, 4),
         }
+
+    async def _open_burst_connections(self) -> None:
+        """The burst's 20 connections, open and accepted before the clock starts: as an
+        editor's, kept alive, rather than closed by the server while the bench did other
+        things."""
+        await self.poster.reopen(self.post_conns)
+        await asyncio.sleep(0.1)
 
     async def measure_storm(self) -> dict[str, Any]:
         """Every reader drops, an item is posted while they are away, and all reconnect at
@@ -841,6 +850,7 @@ class Bench:
 
     async def _stream_burst(self) -> dict[str, Any]:
         """20 items posted at once on 20 connections, until every stream reader has all."""
+        await self._open_burst_connections()
         before = await self.pool.health("sse")  # type: ignore[union-attr]
         seqs = [self.seq() for _ in range(BURST)]
         t0 = time.time()
@@ -986,7 +996,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--workers", type=int, default=0, help="client processes (0: auto)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=10, help="messages per round")
-    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=None,
+        help="the idle phase's window (default: the hub's ping interval, so that it holds "
+        "exactly one keepalive round)",
+    )
     parser.add_argument("--posts", type=int, default=3000, help="publisher throughput posts")
     parser.add_argument("--post-concurrency", type=int, default=32)
     parser.add_argument(
@@ -1034,6 +1050,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
     )
     args = parser.parse_args(argv)
     options = Options(**{k: v for k, v in vars(args).items() if k != "smoke"})
+    if args.idle_seconds is None:
+        options.idle_seconds = config.from_env().ping_interval
     if args.smoke:
         options.smoke = True
         options.clients = 200 if args.clients == 10_000 else args.clients
