@@ -110,7 +110,7 @@ class Settings:
     ping_timeout: float = 20.0
     heartbeat_interval: float = 25.0
     coalesce_ms: float = 5.0
-    fanout_chunk: int = 256  # writes before the fan-out lets other work run
+    fanout_chunk: int = 128  # writes before the fan-out lets other work run
     handshake_timeout: float = 10.0
     accept_backlog: int = 4096
     shutdown_grace: float = 3.0
