@@ -586,6 +586,10 @@
     dialog.returnValue = "";
     return new Promise((resolve) => {
       dialog.onclose = () => {
+        // The close of an earlier question may be announced after this one opened (Escape,
+        // then Enter at once): it is not this question's answer.
+        if (dialog.open) return;
+        dialog.onclose = null;
         const yes = dialog.returnValue === "withdraw";
         if (!yes || button.isConnected) button.focus();
         resolve(yes);

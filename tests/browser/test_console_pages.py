@@ -481,9 +481,15 @@ def test_the_pages_work_from_the_keyboard(
     expect(page.locator("#confirm")).to_be_visible()
     page.keyboard.press("Escape")  # keep it: the focus goes back
     expect(revoke).to_be_focused()
+    # At once, before the dialog's close from Escape is announced: that late announcement
+    # must not answer the new question.
     page.keyboard.press("Enter")
-    page.locator("#confirm-withdraw").focus()
+    expect(page.locator("#confirm")).to_be_visible()
+    confirm = page.locator("#confirm-withdraw")
+    confirm.focus()
+    expect(confirm).to_be_focused()
     page.keyboard.press("Enter")
+    expect(page.locator("#confirm")).to_be_hidden()
     expect(page.locator(f'#tokens-list tr[data-name="{name}"]')).to_have_count(0)
 
 
