@@ -23,6 +23,16 @@
   let current = { page: "desk", arg: "" };
   const redraw = {}; // page -> a function that draws its words again in another language
 
+  /** Numbers a page's requests: `ask()` gives a check that holds until the page asks
+   * again, so an answer that arrives after a newer question was asked is dropped. */
+  function latestOnly() {
+    let asked = 0;
+    return () => {
+      const mine = ++asked;
+      return () => mine === asked;
+    };
+  }
+
   /** "#/history/en-abc" -> {page: "history", arg: "en-abc"}; anything else is the desk. */
   function parse(hash) {
     const [, page = "", ...rest] = (hash || "").replace(/^#/, "").split("/");
@@ -109,8 +119,7 @@
 
   // --- the archive --------------------------------------------------------------------------
 
-  // `asked` counts searches: an answer to an older one, arriving late, is dropped.
-  const archive = { query: null, cursor: null, next: null, items: [], asked: 0 };
+  const archive = { query: null, cursor: null, next: null, items: [], ask: latestOnly() };
 
   /** The search as the API takes it; `to` is a whole day, so the day after is sent. */
   function archiveQuery() {
@@ -132,9 +141,9 @@
     const query = new URLSearchParams(archive.query);
     if (cursor) query.set("cursor", cursor);
     $("archive-error").replaceChildren();
-    const asked = ++archive.asked;
+    const latest = archive.ask();
     const result = await call("GET", `/api/items?${query}`);
-    if (asked !== archive.asked) return;
+    if (!latest()) return;
     if (result.status !== 200) {
       archive.items = [];
       $("archive-results").replaceChildren();
@@ -207,7 +216,7 @@
 
   // --- scheduled items ----------------------------------------------------------------------
 
-  const scheduled = { edition: null, items: [], timer: null, said: null };
+  const scheduled = { edition: null, items: [], timer: null, said: null, ask: latestOnly() };
 
   function scheduledTabs() {
     const tabs = $("scheduled-tabs");
@@ -231,7 +240,9 @@
     scheduledTabs();
     clearTimeout(scheduled.timer);
     $("scheduled-error").replaceChildren();
+    const latest = scheduled.ask();
     const result = await call("GET", `/api/scheduled?edition=${encodeURIComponent(edition)}`);
+    if (!latest()) return;
     if (result.status !== 200) {
       scheduled.items = [];
       scheduledDraw();
@@ -316,13 +327,15 @@
 
   // --- an item's history --------------------------------------------------------------------
 
-  const history = { item: null, entries: [], cursor: null };
+  const history = { item: null, entries: [], cursor: null, ask: latestOnly() };
 
   async function historyLoad(cursor) {
     const query = new URLSearchParams({ item: history.item, limit: "50" });
     if (cursor) query.set("cursor", cursor);
     $("history-error").replaceChildren();
+    const latest = history.ask();
     const result = await call("GET", `/api/audit?${query}`);
+    if (!latest()) return;
     if (result.status === 403) return refused("refused.history");
     if (result.status !== 200) return failed($("history-error"), result, "history.failed");
     history.entries = cursor ? [...history.entries, ...result.data.entries] : result.data.entries;

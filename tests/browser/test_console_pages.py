@@ -255,6 +255,31 @@ def test_a_scheduled_item_is_pinned_edited_and_cancelled(
     )
 
 
+def test_a_late_answer_for_another_edition_does_not_replace_the_scheduled_list(
+    context: BrowserContext, server: Server
+) -> None:
+    mark = f"tabs{time.time_ns()}"
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="seconds")
+    server.post(edition="en", headline=f"English later {mark}", publish_at=later)
+    server.post(edition="es", headline=f"Noticia luego {mark}", publish_at=later)
+    page = signed_in(context, server, server.token, "browser-test")
+    held: list = []
+    page.route("**/api/scheduled?edition=en*", lambda route: held.append(route))
+    go(page, "#/scheduled")  # opens on the first edition, whose answer is held back
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the scheduled page did not ask for its first edition"
+    page.locator("#scheduled-tabs button", has_text="(es)").click()
+    items = page.locator("#scheduled-items")
+    expect(items).to_contain_text(f"Noticia luego {mark}")
+    held[0].continue_()  # the first edition's answer now arrives, last
+    page.wait_for_timeout(500)
+    expect(items).to_contain_text(f"Noticia luego {mark}")
+    expect(items).not_to_contain_text(f"English later {mark}")
+
+
 def test_the_scheduled_list_follows_an_item_going_live(
     context: BrowserContext, server: Server
 ) -> None:
