@@ -52,7 +52,7 @@ from .procs import (
     start_redis,
     ticker_command,
 )
-from .run import ROOT, WorkerPool
+from .run import ROOT, WorkerPool, shown_path
 from .tcpproxy import FreezableProxy
 from .wire import bench_headline
 
@@ -727,7 +727,9 @@ async def drill(options: Options, logdir: Path) -> dict[str, Any]:
         # Other work on the machine shows in the timings, never in the must-be-0 columns.
         "load_average": {"start": load_before, "end": _load()},
         "machine": machine(),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "options": {
+            k: shown_path(v) if isinstance(v, Path) else v for k, v in asdict(options).items()
+        },
         "appendfsync": options.appendfsync,
         "rows": rows,
         "ok": all(r["ok"] for r in rows),

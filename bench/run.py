@@ -981,8 +981,15 @@ def _latency_summary(seqs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def shown_path(path: Path) -> str:
+    """A path as the results file keeps it: relative to the checkout when inside it, so a
+    committed file names no machine's folders."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def _public_options(options: Options) -> dict[str, Any]:
-    out = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
+    out = {k: (shown_path(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
     out["client_processes"] = options.client_processes
     return out
 

@@ -157,16 +157,13 @@ class FrameReader:
 
 
 class EventSplitter:
-    """Incremental Server-Sent Events parser: bytes in, (event type, data) out. The hub
-    writes one `data:` line per event, so each block's data is that line."""
+    """Incremental Server-Sent Events reader: bytes in, whole events out (`split_events`
+    reads them). The hub writes one `data:` line per event."""
 
     __slots__ = ("buffer",)
 
     def __init__(self) -> None:
         self.buffer = b""
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        return split_events(self.whole(data))
 
     def whole(self, data: bytes) -> bytes:
         """The whole events received so far, as one chunk; a partial one waits for the rest.

@@ -19,7 +19,7 @@ from ticker.brokers.embedded import EmbeddedBroker
 from ticker.brokers.redis import RedisBroker
 from ticker.config import Limits, Vocabulary
 from ticker.events import EditionState, Event
-from ticker.expiry import expiry_sweeper, sweep
+from ticker.expiry import Retirer, expiry_sweeper, sweep
 from ticker.items import Item, create, parse_time
 
 EDITIONS = ("en", "ar")
@@ -220,13 +220,7 @@ async def test_a_cancelled_sweeper_stops_whatever_it_was_doing(store: Broker) ->
         await stop(task)
 
 
-async def test_posts_that_finish_together_retire_in_one_run_or_two(tmp_path) -> None:
-    from ticker.brokers.base import Change
-    from ticker.brokers.embedded import EmbeddedBroker
-    from ticker.config import Limits, Vocabulary
-    from ticker.expiry import Retirer
-    from ticker.items import create
-
+async def test_posts_that_finish_together_retire_in_one_run_or_two(tmp_path: Path) -> None:
     broker = EmbeddedBroker(tmp_path / "t.db", editions=("en",))
     await broker.start()
     try:

@@ -24,7 +24,7 @@ from browserkit import (
     serve_on_redis,
     watched_context,
 )
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,20 @@ def signed_in(context: BrowserContext, server: Server, token: str, name: str) ->
 
 def go(page: Page, route: str) -> None:
     page.evaluate("route => { location.hash = route; }", route)
+
+
+def held_while_opening(page: Page, pattern: str, route: str) -> Route:
+    """Open the console's `route` while requests matching `pattern` get no answer; the
+    first such request, to be answered (`continue_()`) when the test chooses."""
+    held: list[Route] = []
+    page.route(pattern, lambda request: held.append(request))
+    go(page, route)
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, f"{route} asked for nothing like {pattern}"
+    return held[0]
 
 
 def whoami(server: Server, token: str) -> httpx.Response:
@@ -154,20 +168,14 @@ def test_a_late_answer_to_an_earlier_search_does_not_replace_the_latest(
     server.post(edition="en", headline=f"English {mark}")
     server.post(edition="es", headline=f"Noticia {mark}")
     page = signed_in(context, server, server.token, "browser-test")
-    held: list = []
-    page.route("**/api/items?edition=en*", lambda route: held.append(route))
-    go(page, "#/archive")  # opens with a search of the first edition, held back
-    for _ in range(100):
-        if held:
-            break
-        page.wait_for_timeout(50)
-    assert held, "the archive page did not search on opening"
+    # The page opens with a search of the first edition: its answer is held back.
+    held = held_while_opening(page, "**/api/items?edition=en*", "#/archive")
     page.select_option("#a-edition", "es")
     page.fill("#a-q", mark)
     page.get_by_role("button", name="Search").click()
     results = page.locator("#archive-results")
     expect(results).to_contain_text(f"Noticia {mark}")
-    held[0].continue_()  # the English answer now arrives, last
+    held.continue_()  # the English answer now arrives, last
     page.wait_for_timeout(500)
     expect(results).to_contain_text(f"Noticia {mark}")
     expect(results).not_to_contain_text(f"English {mark}")
@@ -263,18 +271,12 @@ def test_a_late_answer_for_another_edition_does_not_replace_the_scheduled_list(
     server.post(edition="en", headline=f"English later {mark}", publish_at=later)
     server.post(edition="es", headline=f"Noticia luego {mark}", publish_at=later)
     page = signed_in(context, server, server.token, "browser-test")
-    held: list = []
-    page.route("**/api/scheduled?edition=en*", lambda route: held.append(route))
-    go(page, "#/scheduled")  # opens on the first edition, whose answer is held back
-    for _ in range(100):
-        if held:
-            break
-        page.wait_for_timeout(50)
-    assert held, "the scheduled page did not ask for its first edition"
+    # The page opens on the first edition: its answer is held back.
+    held = held_while_opening(page, "**/api/scheduled?edition=en*", "#/scheduled")
     page.locator("#scheduled-tabs button", has_text="(es)").click()
     items = page.locator("#scheduled-items")
     expect(items).to_contain_text(f"Noticia luego {mark}")
-    held[0].continue_()  # the first edition's answer now arrives, last
+    held.continue_()  # the first edition's answer now arrives, last
     page.wait_for_timeout(500)
     expect(items).to_contain_text(f"Noticia luego {mark}")
     expect(items).not_to_contain_text(f"English later {mark}")
