@@ -152,7 +152,7 @@ async def test_gone_subscriptions_are_removed_and_busy_services_retried(
 async def test_a_restarted_worker_sends_nothing_twice(stack: Stack, service: PushService) -> None:
     """The delivered versions are recorded in the store: a new worker that replays the
     same events sends nothing again."""
-    from ticker.push.wiring import make_worker
+    from ticker.push.process import make_worker
 
     await subscribe(stack, service.browser("reader").subscription(edition="en"))
     flash = await stack.post(headline="Once", urgency=1)
@@ -256,8 +256,13 @@ async def test_metrics_count_what_was_sent_removed_and_how_late(
     service.script("gone", (410, {}))
     await stack.post(headline="Counted", urgency=1)
     await wait_for(lambda: service.messages("ok") and service.attempts["gone"])
-    await asyncio.sleep(0.3)
-    after = (await stack.http.get("/metrics")).text
+    for _ in range(100):  # the delivery process tells its counters within 0.1 s
+        after = (await stack.http.get("/metrics")).text
+        if sample(after, "ticker_push_delay_seconds_count") > sample(
+            before, "ticker_push_delay_seconds_count"
+        ):
+            break
+        await asyncio.sleep(0.05)
     for name, grew in (
         ('ticker_push_sent_total{kind="posted"}', 1),
         ("ticker_push_removed_total", 1),
@@ -322,7 +327,7 @@ async def test_two_publishers_on_redis_deliver_once(
     tmp_path: Path, redis_url: str, service: PushService
 ) -> None:
     """Every publisher process runs a worker; the lease lets one deliver at a time."""
-    from ticker.push.wiring import make_worker
+    from ticker.push.process import make_worker
 
     async with Stack(
         tmp_path, redis_url, push_allow_networks=("127.0.0.0/8",), push_subscribe_rate="off"

@@ -1,9 +1,11 @@
-"""A publisher killed (SIGKILL) while pushing a flash resumes where it stopped: every
-subscription gets the flash, and none that had it recorded gets it twice."""
+"""A publisher, or only its delivery process, killed (SIGKILL) while pushing a flash resumes
+where it stopped: every subscription gets the flash, and none that had it recorded gets it
+twice."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,9 +26,23 @@ SUBSCRIBERS = 300
 CONCURRENCY = 8
 
 
+def delivery_process(parent: int, other_than: int | None = None) -> int:
+    """The publisher's delivery process (ticker/push/process.py), once it runs."""
+    for _ in range(200):
+        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+            if int(child) == other_than:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if b"ticker.push.process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+        time.sleep(0.05)
+    raise AssertionError("no delivery process")
+
+
+@pytest.mark.parametrize("victim", ["publisher", "delivery"])
 @pytest.mark.parametrize("store", ["embedded", "redis"])
 async def test_a_killed_publisher_resumes_and_sends_nothing_twice(
-    store: str, tmp_path: Path, request: pytest.FixtureRequest
+    store: str, victim: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if store == "redis":
         redis_url = request.getfixturevalue("redis_url")
@@ -82,15 +98,22 @@ async def test_a_killed_publisher_resumes_and_sends_nothing_twice(
                     headers={"Authorization": f"Bearer {token}"},
                 )
                 assert answer.status_code == 201, answer.text
+            delivering = delivery_process(process.pid)
             await wait_for(lambda: len(service.delivered) >= 60, 20)
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
+            if victim == "publisher":
+                process.send_signal(signal.SIGKILL)
+                process.wait(10)
+            else:
+                os.kill(delivering, signal.SIGKILL)
             killed = time.time()
             before = {d.name for d in service.delivered if d.at < killed - 0.5}
             count_at_kill = len(service.delivered)
             assert count_at_kill < SUBSCRIBERS  # killed mid-flash
 
-            process, base = start()
+            if victim == "publisher":
+                process, base = start()
+            else:  # the publisher starts a new one, which takes over once the lease ends
+                delivery_process(process.pid, other_than=delivering)
             names = {f"r{n}" for n in range(SUBSCRIBERS)}
             await wait_for(lambda: names <= {d.name for d in service.delivered}, 60)
             await asyncio.sleep(0.5)

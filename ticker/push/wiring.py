@@ -1,123 +1,146 @@
-"""Starting the delivery worker with the publisher, as the expiry sweeper is started.
+"""Running Web Push delivery beside the publisher, as the expiry sweeper is run.
 
-The worker runs on a thread of its own, with its own event loop and its own connection to
-the store, so encrypting and sending a flash to many subscriptions does not hold up the
-editors' requests on the publisher's loop. The publisher's loop only follows the log and
-hands each event over.
+Once VAPID keys exist, the publisher starts the delivery process (ticker/push/process.py)
+and hands it every event it follows; a process that ends is started again. The
+publisher's own loop does no push work but one pipe write per event, so a flash to many
+subscriptions does not hold up the editors' requests. Without keys there is no process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-import threading
+import os
+import sys
+import time
+from collections.abc import Iterable
 
-from ..brokers import make_broker
-from ..brokers.base import Broker, BrokerError, BrokerMisconfigured
+from prometheus_client import REGISTRY, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..brokers.base import Broker, BrokerError
 from ..config import Settings
-from .rules import parse_networks
-from .sender import Resolver, Sender, Signer
-from .store import PushStore, push_store_for
-from .worker import Inbox, PushWorker, WorkerOptions
+from . import metrics
+from .process import MULTIPROC_ENV, entry_line, settings_line
+from .store import push_store_for
 
 log = logging.getLogger("ticker.push")
 
+KEYS_POLL_SECONDS = 1.0  # how soon keys made on a running service start delivery
+STOP_SECONDS = 5.0
+HELD_BYTES = 8 * 1024 * 1024  # more than this unread by a stalled process: later events wait
+STEADY_SECONDS = 60.0  # a process that ran this long restarts without a growing delay
 
-def make_worker(
-    settings: Settings,
-    broker: Broker,
-    store: PushStore,
-    inbox: Inbox | None = None,
-    **options: object,
-) -> PushWorker:
-    allowed = parse_networks(settings.push_allow_networks)
 
-    async def sender() -> Sender | None:
-        """None until keys exist: keys made with `ticker push keys create` on a running
-        service are used from the next flash on, without a restart."""
-        keys = await store.keys()
-        if keys is None:
-            return None
-        return Sender(
-            Signer(keys, settings.push_contact),
-            Resolver(allowed),
-            concurrency=settings.push_concurrency,
-        )
+class _Reported:
+    """The delivery process's counters as it last told them; before it has, this
+    process's own (zero, or from a worker run in this process)."""
 
-    return PushWorker(
-        broker,
-        store,
-        sender,
-        settings.vocabulary.editions,
-        WorkerOptions(
-            ttl=settings.push_ttl,
-            concurrency=settings.push_concurrency,
-            **options,  # type: ignore[arg-type]
-        ),
-        inbox=inbox,
-    )
+    def __init__(self) -> None:
+        self.text: str | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.text is None:
+            return metrics.REGISTRY.collect()
+        return text_string_to_metric_families(self.text)
+
+
+REPORTED = _Reported()
+REGISTRY.register(REPORTED)  # type: ignore[arg-type]
 
 
 async def run_push_worker(settings: Settings, broker: Broker) -> None:
-    """Follow the log on this loop and deliver on the worker's thread, until cancelled."""
-    ready = threading.Event()
-    box: dict[str, object] = {}
+    """Until cancelled: keep a delivery process running while keys exist."""
+    store = push_store_for(broker)
+    restarts = 0
+    while True:
+        try:
+            keys = await store.keys()
+        except BrokerError:
+            keys = None
+        if keys is None:
+            await asyncio.sleep(KEYS_POLL_SECONDS)
+            continue
+        began = time.monotonic()
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ticker.push.process",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            await _serve(child, broker, settings)
+        finally:
+            await _stop(child)
+        restarts = 0 if time.monotonic() - began > STEADY_SECONDS else restarts + 1
+        delay = min(10.0, 0.5 * 2 ** min(restarts, 5))
+        log.warning(
+            "push delivery process %d ended (exit %s); starting it again in %.1f s",
+            child.pid,
+            child.returncode,
+            delay,
+        )
+        await asyncio.sleep(delay)
 
-    def thread_main() -> None:
-        from ..eventloop import run
 
-        run(_deliver(settings, box, ready))
-
-    thread = threading.Thread(target=thread_main, name="push-worker", daemon=True)
-    thread.start()
+async def _serve(child: asyncio.subprocess.Process, broker: Broker, settings: Settings) -> None:
+    """Feed the process until it ends."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(settings_line(settings))
+    feeding = asyncio.ensure_future(_feed(child.stdin, broker, settings.vocabulary.editions))
     try:
-        if not await asyncio.to_thread(ready.wait, 10):
-            raise RuntimeError("the push worker thread did not start")
-        loop: asyncio.AbstractEventLoop = box["loop"]  # type: ignore[assignment]
-        inbox: Inbox = box["inbox"]  # type: ignore[assignment]
-        failures = 0
-        while True:
-            try:
-                async for entry in broker.follow(settings.vocabulary.editions):
-                    loop.call_soon_threadsafe(inbox.put, entry)
-                    failures = 0
-            except BrokerError as exc:
-                log.warning("push: following the log paused: %s", exc)
-            failures += 1
-            await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
+        async for line in child.stdout:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                REPORTED.text = _metrics_text(line)
+        await child.wait()
     finally:
-        task = box.get("task")
-        if isinstance(task, asyncio.Task) and "loop" in box:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                box["loop"].call_soon_threadsafe(task.cancel)  # type: ignore[attr-defined]
-        await asyncio.to_thread(thread.join, 10)
+        feeding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeding
 
 
-async def _deliver(settings: Settings, box: dict[str, object], ready: threading.Event) -> None:
-    box["loop"] = asyncio.get_running_loop()
-    box["inbox"] = inbox = Inbox()
-    box["task"] = asyncio.current_task()
-    ready.set()
-    broker = make_broker(settings)  # its own connection: never the publisher loop's
-    try:
-        failures = 0
-        while True:
-            try:
-                await broker.start()
-                break
-            except BrokerMisconfigured as exc:
-                log.error("push delivery cannot start: %s", exc)
-                return
-            except BrokerError as exc:
-                log.warning("push delivery waits for the store: %s", exc)
-            failures += 1
-            await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
-        await make_worker(settings, broker, push_store_for(broker), inbox).run()
-    except asyncio.CancelledError:
-        pass
-    finally:
-        await broker.close()
+def _metrics_text(line: bytes) -> str:
+    text = json.loads(line)["metrics"]
+    if not isinstance(text, str):
+        raise TypeError("metrics must be text")
+    return text
+
+
+async def _feed(pipe: asyncio.StreamWriter, broker: Broker, editions: tuple[str, ...]) -> None:
+    failures = 0
+    while True:
+        try:
+            async for entry in broker.follow(editions):
+                failures = 0
+                if pipe.is_closing():
+                    return
+                if pipe.transport.get_write_buffer_size() > HELD_BYTES:
+                    continue  # the process reads the gap from the log once it catches up
+                pipe.write(entry_line(entry))
+        except BrokerError as exc:
+            log.warning("push: following the log paused: %s", exc)
+        failures += 1
+        await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
+
+
+async def _stop(child: asyncio.subprocess.Process) -> None:
+    """Close its input (it stops at the end of it), then wait; kill it if it will not go."""
+    if child.returncode is None:
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            await asyncio.wait_for(child.wait(), STOP_SECONDS)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+    REPORTED.text = None  # its counters went with it
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
 
 
 def start_push_worker(settings: Settings, broker: Broker) -> asyncio.Task:

@@ -156,14 +156,23 @@ class PushWorker:
             done[entry.edition] = entry.cursor.offset
 
     async def _resume(self, state: EditionState, done: dict[str, int]) -> None:
-        """Deliver what the log holds after the saved cursor. A first start, or a log that
-        was lost and begun again (a new epoch), starts from now: old news is not pushed."""
+        """Deliver what the log holds after the saved cursor. A first start delivers what
+        changed since the keys were made (no subscription is older than they are); a log
+        that was lost and begun again (a new epoch) starts from now: old news is not pushed."""
         saved = await self.store.cursor(state.edition)
-        if saved is not None and saved.epoch == state.epoch:
-            for event in state.events:
-                if event.cursor.offset > saved.offset:
-                    await self.deliver(event)
-                    await self.store.save_cursor(state.edition, event.cursor)
+        pending: list[Event] = []
+        if saved is None:
+            keys = await self.store.keys()
+            since = None if keys is None else _timestamp(keys.created)
+            if since is not None:
+                pending = [
+                    e for e in state.events if (_timestamp(e.item.get("updated")) or 0) >= since
+                ]
+        elif saved.epoch == state.epoch:
+            pending = [e for e in state.events if e.cursor.offset > saved.offset]
+        for event in pending:
+            await self.deliver(event)
+            await self.store.save_cursor(state.edition, event.cursor)
         await self.store.save_cursor(state.edition, state.cursor)
         done[state.edition] = state.offset
 
