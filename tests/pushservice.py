@@ -3,8 +3,9 @@
 It checks what a real one checks, and more: the VAPID JWT (RFC 8292: ES256 signature by
 the `k` key, `aud` = this origin, `exp` at most 24 h ahead, `sub` present), the TTL,
 Urgency and Topic headers, and it decrypts each message (RFC 8291, aes128gcm) with the
-subscription's private key. It answers 201 Created with a Location, or what a test scripts
-for an endpoint: 429 with Retry-After, 500, 404, 410.
+subscription's private key. It refuses a message over 4096 bytes with 413, as real ones do
+(RFC 8030 section 7.2), and answers 201 Created with a Location, or what a test scripts for
+an endpoint: 429 with Retry-After, 500, 404, 410. It counts the requests in flight.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class PushService:
         self.scripts: dict[str, deque[tuple[int, dict[str, str]]]] = defaultdict(deque)
         self.decrypt = True
         self.delay = 0.0  # seconds before each answer: a slow push service
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.lock = threading.Lock()
         self.port = 0
         self._server: uvicorn.Server | None = None
@@ -135,8 +138,15 @@ class PushService:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         name = scope["path"].rsplit("/", 1)[-1]
         status, extra = self._answer(scope["method"], name, headers, body)
@@ -157,6 +167,10 @@ class PushService:
             if self.scripts[name]:
                 return self.scripts[name].popleft()
         problem = self._check(method, headers)
+        if problem is None and len(body) > 4096:
+            with self.lock:
+                self.problems.append(f"a message of {len(body)} bytes")
+            return 413, {}
         message: dict[str, Any] = {}
         if problem is None and self.decrypt:
             browser = self.browsers.get(name)

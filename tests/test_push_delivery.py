@@ -130,8 +130,12 @@ async def test_gone_subscriptions_are_removed_and_busy_services_retried(
     await subscribe(stack, service.browser("gone").subscription(edition="en"))
     await subscribe(stack, service.browser("busy").subscription(edition="en"))
     await subscribe(stack, service.browser("broken").subscription(edition="en"))
+    await subscribe(stack, service.browser("missing").subscription(edition="en"))
+    await subscribe(stack, service.browser("patient").subscription(edition="en"))
     service.script("gone", (410, {}))
+    service.script("missing", (404, {}))
     service.script("busy", (429, {"retry-after": "1"}))
+    service.script("patient", (429, {"retry-after": "120"}))  # past a minute: given up
     service.script("broken", (500, {}), (503, {}))
     started = asyncio.get_running_loop().time()
     await stack.post(headline="Flash", urgency=1)
@@ -140,13 +144,52 @@ async def test_gone_subscriptions_are_removed_and_busy_services_retried(
     assert service.attempts["busy"] == 2
     assert service.attempts["broken"] == 3
     store = store_of(stack)
-    await wait_for(lambda: service.attempts["gone"] == 1)
+    await wait_for(lambda: service.attempts["gone"] == service.attempts["missing"] == 1)
     for _ in range(50):
-        if await store.get(rules.subscription_id(service.browsers["gone"].endpoint)) is None:
+        if await store.count() == 3:
             break
         await asyncio.sleep(0.05)
-    assert await store.get(rules.subscription_id(service.browsers["gone"].endpoint)) is None
-    assert await store.count() == 2
+    for name in ("gone", "missing"):
+        assert await store.get(rules.subscription_id(service.browsers[name].endpoint)) is None
+    assert await store.count() == 3
+    assert service.attempts["patient"] == 1 and not service.messages("patient")
+
+
+async def test_the_largest_item_fits_a_push_message(stack: Stack, service: PushService) -> None:
+    """2,000 characters of Arabic in a link are 4,000 bytes: a push service would refuse the
+    message (413), so the notification opens the live page instead."""
+    await subscribe(stack, service.browser("reader").subscription(edition="ar"))
+    link = "https://ar.news.example/" + "\u062e" * 1976
+    headline = "\u0639\u0627\u062c\u0644 " * 60  # 300 characters
+    posted = await stack.post(
+        edition="ar", headline=headline, link=link, source="\u0645" * 80, urgency=1
+    )
+    await wait_for(lambda: service.messages("reader"))
+    (message,) = service.messages("reader")
+    assert message["id"] == posted["id"]
+    assert message["headline"] == posted["headline"]
+    assert message["url"] == "/live/ar"
+    assert service.problems == []
+
+
+async def test_no_more_than_the_set_number_are_in_flight(
+    tmp_path: Path, service: PushService
+) -> None:
+    service.delay = 0.1
+    async with Stack(
+        tmp_path,
+        push_allow_networks=("127.0.0.0/8",),
+        push_subscribe_rate="off",
+        push_concurrency=3,
+    ) as running:
+        keys = new_keys()
+        await push_store_for(running.broker).set_keys(keys)
+        service.vapid_public_key = keys.public_key
+        for n in range(12):
+            await subscribe(running, service.browser(f"r{n}").subscription(edition="en"))
+        await running.post(headline="Flash", urgency=1)
+        await wait_for(lambda: len(service.delivered) == 12)
+    assert service.most_in_flight == 3
 
 
 async def test_a_restarted_worker_sends_nothing_twice(stack: Stack, service: PushService) -> None:

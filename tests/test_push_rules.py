@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ticker.config import Vocabulary
 from ticker.push import rules
@@ -122,6 +125,43 @@ def test_headers_and_message() -> None:
     assert rules.message("withdrawn", item, "/live/en") == (
         b'{"kind":"withdrawn","id":"en-1","version":2}'
     )
+
+
+MAX_ITEM = {
+    "id": "ar-" + "x" * 22,
+    "version": 9,
+    "edition": "ar",
+    "headline": "\U0001f4e2" * 300,  # 300 characters of 4 bytes each
+    "source": "\u0645" * 80,
+    "urgency": 1,
+    "link": "https://ar.news.example/" + "\u062e" * 1976,  # 2,000 characters, 3,976 bytes
+}
+
+
+def test_a_message_too_large_for_a_push_service_gives_up_the_link_then_headline_words() -> None:
+    plain = rules.message("posted", {**MAX_ITEM, "link": "https://x.example/a"}, "/live/ar")
+    assert b"https://x.example/a" in plain  # it fits: unchanged
+    shown = rules.message("posted", MAX_ITEM, "/live/ar")
+    assert len(shown) <= rules.MESSAGE_MAX == 3993
+    message = json.loads(shown)
+    assert message["url"] == "/live/ar"  # the live page instead of the long link
+    assert message["headline"] == MAX_ITEM["headline"]  # the headline fits once it is gone
+    huge = rules.message("posted", {**MAX_ITEM, "headline": "\u062e" * 2000}, "/live/ar")
+    assert len(huge) <= rules.MESSAGE_MAX
+    assert json.loads(huge)["headline"].endswith("…")
+
+
+@given(
+    headline=st.text(min_size=1, max_size=300),
+    source=st.none() | st.text(max_size=80),
+    link=st.none() | st.text(max_size=1976).map(lambda path: "https://n.example/" + path),
+)
+def test_every_message_fits_a_push_service(headline: str, source: str | None, link: str) -> None:
+    item = {**MAX_ITEM, "headline": headline, "source": source, "link": link}
+    for kind in ("posted", "corrected", "withdrawn"):
+        encoded = rules.message(kind, item, "/live/ar")
+        assert len(encoded) <= rules.MESSAGE_MAX
+        json.loads(encoded)
 
 
 def test_retry_after_and_backoff() -> None:

@@ -17,7 +17,8 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 # What to do with the n-th request (counted from 0): "ok", "slow", "500", "drop" (close
-# without an answer), "hang" (no answer for 5 s), "redirect" (302 to /elsewhere).
+# without an answer), "lost" (handle the message, then close without an answer: the sender
+# cannot know it arrived), "hang" (no answer for 5 s), "redirect" (302 to /elsewhere).
 Plan = Callable[[int], str]
 
 
@@ -123,6 +124,9 @@ class Receiver:
                 else:
                     self.seen.add(key)
                     self.delivered.setdefault(path, []).append(json.loads(body))
+                if action == "lost":
+                    writer.transport.abort()
+                    return
             reason = {204: "No Content", 400: "Bad Request", 500: "Server Error"}[status]
             text = b"" if status == 204 else b"nope"
             writer.write(

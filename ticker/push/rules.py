@@ -254,10 +254,19 @@ def urgency_header(urgency: int) -> str:
     return "high" if urgency <= HIGH_URGENCY else "normal"
 
 
+# A push service takes at most 4096 bytes of encrypted message (RFC 8030 section 7.2); one
+# aes128gcm record adds 103 (header 86, padding delimiter 1, tag 16).
+MESSAGE_MAX = 4096 - 103
+
+
 def message(kind: str, item: Mapping[str, Any], live_url: str) -> bytes:
     """The JSON the service worker receives: enough to show (or close) the notification
     without fetching anything. `url` is what a click opens: the item's link, or the live
-    page of its edition."""
+    page of its edition.
+
+    Never more than MESSAGE_MAX bytes, which a push service would refuse: a link too long
+    to fit (2,000 characters of Arabic are 4,000 bytes) gives way to the live page, and then
+    the headline is shortened, with an ellipsis."""
     body: dict[str, Any] = {"kind": kind, "id": item["id"], "version": item.get("version", 1)}
     if kind != "withdrawn":
         body.update(
@@ -267,6 +276,20 @@ def message(kind: str, item: Mapping[str, Any], live_url: str) -> bytes:
             urgency=item.get("urgency"),
             url=item.get("link") or live_url,
         )
+    encoded = _json(body)
+    if len(encoded) > MESSAGE_MAX and kind != "withdrawn":
+        body["url"] = live_url
+        encoded = _json(body)
+        headline = str(body["headline"])
+        while len(encoded) > MESSAGE_MAX and headline:
+            over = len(encoded) - MESSAGE_MAX
+            headline = headline[: max(0, len(headline) - max(1, over // 4)) - 1]
+            body["headline"] = headline + "…"
+            encoded = _json(body)
+    return encoded
+
+
+def _json(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
