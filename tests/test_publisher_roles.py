@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from procs import TICKER, free_port, stop, ticker
+from test_processes import wait_for
 
 from stack import Stack
 from ticker.auth import create_token
@@ -318,3 +321,50 @@ async def test_a_request_reads_its_token_in_one_round_trip(redis_url: str, tmp_p
         }
         # One EVALSHA per request; Redis counts the script's two HGETs inside it too.
         assert calls == {"cmdstat_evalsha": 5, "cmdstat_hget": 10}, calls
+
+
+async def test_a_revocation_counts_at_once_in_every_publisher_process(redis_url: str) -> None:
+    """Two `ticker publisher` processes on one Redis: a token revoked or rotated through one
+    is refused by the other at its very next request."""
+    store = ("--redis-url", redis_url)
+    admin = ticker("token", "create", "ops", "--role", "admin", *store).stdout.strip()
+    amal = ticker("token", "create", "amal", "--role", "editor", *store).stdout.strip()
+    rana = ticker("token", "create", "rana", "--role", "chief", *store).stdout.strip()
+    ports = [free_port(), free_port()]
+    processes = [
+        subprocess.Popen(
+            [*TICKER, "publisher", *store, "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            await asyncio.to_thread(wait_for, f"http://127.0.0.1:{port}/readyz", 200)
+        first, second = (f"http://127.0.0.1:{port}" for port in ports)
+
+        def bearer(secret: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {secret}"}
+
+        item = {"edition": "en", "headline": "Quake"}
+        async with httpx.AsyncClient(timeout=10) as http:
+            for secret in (amal, rana):  # each process has seen both tokens work
+                for base in (first, second):
+                    answer = await http.post(f"{base}/api/items", json=item, headers=bearer(secret))
+                    assert answer.status_code == 201, answer.text
+            revoked = await http.delete(f"{first}/api/tokens/amal", headers=bearer(admin))
+            assert revoked.status_code == 200, revoked.text
+            refused = await http.post(f"{second}/api/items", json=item, headers=bearer(amal))
+            assert (refused.status_code, refused.json()["error"]) == (401, "token_revoked")
+
+            rotated = await http.post(f"{second}/api/tokens/rana/rotate", headers=bearer(admin))
+            assert rotated.status_code == 200, rotated.text
+            refused = await http.post(f"{first}/api/items", json=item, headers=bearer(rana))
+            assert (refused.status_code, refused.json()["error"]) == (401, "token_revoked")
+            renewed = bearer(rotated.json()["token"])
+            answer = await http.post(f"{first}/api/items", json=item, headers=renewed)
+            assert answer.status_code == 201, answer.text
+    finally:
+        for process in processes:
+            stop(process)

@@ -638,6 +638,14 @@ async def _archive_prune(settings: Settings, args: argparse.Namespace) -> None:
     async with _started(make_broker(settings)) as broker:
         for edition in args.edition or editions:
             removed = await broker.prune_archive(edition, before)
+            await broker.audit.record(
+                audit.for_operation(
+                    "archive.pruned",
+                    subject=edition,
+                    by=_operator(),
+                    changes={"before": [None, args.before], "removed": [None, removed]},
+                )
+            )
             print(f"{edition}: removed {removed} items posted before {args.before}")
 
 
