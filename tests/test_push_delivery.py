@@ -69,8 +69,8 @@ async def test_the_key_and_a_flash_reach_the_browser_decrypted(
         "id": rules.subscription_id(browser.endpoint),
         "edition": "en",
         "urgency": 2,
-        "region": None,
-        "category": None,
+        "regions": [],
+        "categories": [],
     }
     await subscribe(stack, service.browser("arabic").subscription(edition="ar"))
 

@@ -29,11 +29,18 @@ def body(**changes: object) -> dict[str, object]:
 
 def test_a_browser_subscription_with_defaults() -> None:
     sub = rules.parse(body(), Vocabulary(), ())
-    assert (sub.edition, sub.urgency, sub.region, sub.category) == ("en", 2, None, None)
+    assert (sub.edition, sub.urgency, sub.regions, sub.categories) == ("en", 2, (), ())
     assert sub.id == rules.subscription_id("https://fcm.googleapis.com/fcm/send/abc")
     assert len(sub.id) == 22
     chosen = rules.parse(body(region="europe", category="POLITICS", urgency=1), Vocabulary(), ())
-    assert (chosen.region, chosen.category, chosen.urgency) == ("Europe", "Politics", 1)
+    assert (chosen.regions, chosen.categories, chosen.urgency) == (("Europe",), ("Politics",), 1)
+    many = rules.parse(
+        body(regions=["mena", "Europe", "MENA"], categories=["Politics"], category="sports"),
+        Vocabulary(),
+        (),
+    )
+    assert (many.regions, many.categories) == (("MENA", "Europe"), ("Sports", "Politics"))
+    assert rules.Subscription.from_json(many.to_json()) == many
     padded = body(keys={"p256dh": P256DH + "=" * (-len(P256DH) % 4), "auth": AUTH + "=="})
     assert rules.parse(padded, Vocabulary(), ()).auth == AUTH
 
@@ -65,6 +72,9 @@ def test_a_browser_subscription_with_defaults() -> None:
         ({"urgency": True}, "urgency"),
         ({"region": "Atlantis"}, "region"),
         ({"category": 7}, "category"),
+        ({"regions": "Europe"}, "regions"),
+        ({"regions": ["Europe", "Atlantis"]}, "regions"),
+        ({"categories": [7]}, "categories"),
         ({"colour": "red"}, "colour"),
     ],
 )
@@ -102,6 +112,27 @@ def test_who_gets_a_posted_item() -> None:
     assert not rules.wants(sub, {**item, "urgency": 3})
     assert not rules.wants(sub, {**item, "regions": ["Asia"]})
     assert not rules.wants(sub, {**item, "edition": "ar"})
+    either = rules.parse(body(regions=["Europe", "Asia"], categories=["Sports"]), Vocabulary(), ())
+    sport = {**item, "categories": ["Sports", "Politics"]}
+    assert rules.wants(either, {**sport, "regions": ["Asia"]})
+    assert rules.wants(either, {**sport, "regions": ["Africa", "Europe"]})
+    assert not rules.wants(either, {**sport, "regions": ["Africa"]})
+    assert not rules.wants(either, {**sport, "categories": ["Politics"], "regions": ["Asia"]})
+
+
+def test_a_subscription_stored_with_one_region_and_category_reads_as_lists() -> None:
+    old = {
+        "id": "x",
+        "endpoint": "https://push.example/x",
+        "p256dh": P256DH,
+        "auth": AUTH,
+        "edition": "en",
+        "urgency": 2,
+        "region": "Europe",
+        "category": None,
+    }
+    sub = rules.Subscription.from_json(json.dumps(old))
+    assert (sub.regions, sub.categories) == (("Europe",), ())
 
 
 def test_topic_is_the_id_or_a_digest_of_it() -> None:

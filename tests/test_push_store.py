@@ -38,7 +38,7 @@ async def test_keys_are_made_once_unless_replaced(broker: Broker) -> None:
 async def test_subscriptions_by_edition_and_generation(broker: Broker) -> None:
     store = push_store_for(broker)
     start = await store.generation()
-    a, b, c = sub("a"), sub("b", urgency=9, region="Europe"), sub("c", "ar")
+    a, b, c = sub("a"), sub("b", urgency=9, regions=("Europe",)), sub("c", "ar")
     for s in (a, b, c):
         await store.add(s)
     assert await store.count() == 3

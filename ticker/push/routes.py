@@ -45,8 +45,10 @@ SUBSCRIPTION_SCHEMA: dict[str, Any] = {
         },
         "edition": {"type": "string"},
         "urgency": {"type": "integer", "minimum": 1, "maximum": 9},
-        "region": {"type": "string"},
-        "category": {"type": "string"},
+        "regions": {"type": "array", "items": {"type": "string"}},
+        "categories": {"type": "array", "items": {"type": "string"}},
+        "region": {"type": "string", "description": "one region, as in a ticker's URL"},
+        "category": {"type": "string", "description": "one category, as in a ticker's URL"},
     },
 }
 

@@ -28,7 +28,9 @@ TOPIC_MAX = 32  # RFC 8030 section 5.4
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}", re.ASCII)
 _SUBSCRIPTION_FIELDS = {"endpoint", "keys", "expirationTime", "edition", "urgency"} | {
     "region",
+    "regions",
     "category",
+    "categories",
 }
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -56,15 +58,20 @@ class Subscription:
     auth: str  # base64url; also the reader's proof of ownership when unsubscribing
     edition: str
     urgency: int = DEFAULT_URGENCY  # the least urgent item wanted: 2 = flashes and bulletins
-    region: str | None = None
-    category: str | None = None
+    regions: tuple[str, ...] = ()  # any of them; none chosen: every region
+    categories: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Subscription:
-        return cls(**json.loads(raw))
+        """Also reads a record stored with a single `region` and `category`."""
+        fields = json.loads(raw)
+        for one, many in (("region", "regions"), ("category", "categories")):
+            single = fields.pop(one, None)
+            fields[many] = tuple(fields.get(many) or ([single] if single else ()))
+        return cls(**fields)
 
     def public(self) -> dict[str, Any]:
         """What the reader is shown back: never the keys."""
@@ -72,8 +79,8 @@ class Subscription:
             "id": self.id,
             "edition": self.edition,
             "urgency": self.urgency,
-            "region": self.region,
-            "category": self.category,
+            "regions": list(self.regions),
+            "categories": list(self.categories),
         }
 
 
@@ -180,7 +187,8 @@ def _key(keys: Mapping[str, Any], name: str, size: int, what: str) -> str:
 def parse(payload: Any, vocabulary: Vocabulary, allowed: tuple[Network, ...]) -> Subscription:
     """A browser's PushSubscription JSON (`endpoint`, `keys.p256dh`, `keys.auth`) with the
     reader's choices: `edition`, `urgency` (the least urgent item wanted, 1-9, default 2),
-    `region` and `category` (as in a ticker's URL). Raises SubscriptionError."""
+    `regions` and `categories` (lists: an item with any of them), or one `region` and one
+    `category` as in a ticker's URL. Raises SubscriptionError."""
     if not isinstance(payload, dict):
         raise SubscriptionError("body", "must be a JSON object")
     unknown = sorted(set(payload) - _SUBSCRIPTION_FIELDS)
@@ -202,6 +210,10 @@ def parse(payload: Any, vocabulary: Vocabulary, allowed: tuple[Network, ...]) ->
     except ProtocolError as exc:
         field = exc.reason.split()[0] if exc.reason.split() else "edition"
         raise SubscriptionError(field, exc.reason.partition(" ")[2]) from None
+    regions = _tags(payload.get("regions"), "regions", vocabulary.regions, chosen.region)
+    categories = _tags(
+        payload.get("categories"), "categories", vocabulary.categories, chosen.category
+    )
     return Subscription(
         id=subscription_id(endpoint),
         endpoint=endpoint,
@@ -209,9 +221,27 @@ def parse(payload: Any, vocabulary: Vocabulary, allowed: tuple[Network, ...]) ->
         auth=auth,
         edition=chosen.edition,
         urgency=urgency,
-        region=chosen.region,
-        category=chosen.category,
+        regions=regions,
+        categories=categories,
     )
+
+
+def _tags(value: Any, field: str, known: tuple[str, ...], single: str | None) -> tuple[str, ...]:
+    """A list of names from the vocabulary, matched without regard to case, each once, in
+    the vocabulary's spelling; with the single `region` or `category`, if that was given."""
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SubscriptionError(field, "must be a list of names")
+    by_key = {name.casefold(): name for name in known}
+    chosen: list[str] = [single] if single else []
+    for name in value:
+        canonical = by_key.get(name.casefold())
+        if canonical is None:
+            raise SubscriptionError(field, f"{name[:30]!r} is not known")
+        if canonical not in chosen:
+            chosen.append(canonical)
+    return tuple(chosen)
 
 
 def canonical_auth(value: str) -> str:
@@ -234,9 +264,13 @@ def wants(subscription: Subscription, item: Mapping[str, Any]) -> bool:
     return (
         item.get("edition") == subscription.edition
         and item.get("urgency", 9) <= subscription.urgency
-        and (subscription.region is None or subscription.region in item.get("regions", ()))
-        and (subscription.category is None or subscription.category in item.get("categories", ()))
+        and (not subscription.regions or _any(subscription.regions, item.get("regions")))
+        and (not subscription.categories or _any(subscription.categories, item.get("categories")))
     )
+
+
+def _any(chosen: tuple[str, ...], tags: Any) -> bool:
+    return any(tag in chosen for tag in tags or ())
 
 
 def topic(item_id: str) -> str:
