@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from ticker.brokers.base import Broker
 from ticker.events import Cursor
@@ -123,3 +126,24 @@ async def test_one_lease_holder_at_a_time(broker: Broker) -> None:
     assert not await store.lease("two", 0.3)
     await asyncio.sleep(0.4)
     assert await store.lease("two", 0.3)
+
+
+async def test_records_of_what_was_sent_go_after_eight_days(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They only serve corrections of items still live, and an item lives at most 7 days."""
+    from ticker.push import store as module
+
+    store = push_store_for(broker)
+    if isinstance(store, module.RedisPushStore):
+        await store.mark_delivered("en-1", 1, ["s1"])
+        ttl = await store._r.ttl(f"{store._base}:delivered:en-1")
+        assert module.SENT_SECONDS - 60 < ttl <= module.SENT_SECONDS == 8 * 24 * 3600
+        return
+    now = time.time()
+    monkeypatch.setattr(module.time, "time", lambda: now - module.SENT_SECONDS - 7200)
+    await store.mark_delivered("en-old", 1, ["s1"])
+    monkeypatch.setattr(module.time, "time", lambda: now)
+    await store.mark_delivered("en-new", 1, ["s1"])
+    assert await store.delivered("en-old") == {}
+    assert await store.delivered("en-new") == {"s1": 1}
