@@ -130,6 +130,20 @@ async def test_each_retry_is_signed_afresh_with_the_same_id(store_url, tmp_path,
     assert len({r.headers["webhook-signature"] for r in tries}) >= 2
 
 
+async def test_no_more_attempts_in_flight_than_the_setting(store_url, tmp_path, receiver):
+    """Six webhooks on a slow receiver, at most two attempts at once in the process."""
+    receiver.plan = lambda n: "slow"
+    receiver.slow_seconds = 0.3
+    async with admin_stack(tmp_path, store_url, **FAST, webhook_concurrency=2) as stack:
+        paths = [f"/hook{n}" for n in range(6)]
+        for path in paths:
+            await register(stack, receiver, path)
+        await stack.post(headline="To everyone")
+        for path in paths:
+            await receiver.wait_for(1, path, timeout=20)
+    assert receiver.most_in_flight_total == 2
+
+
 async def test_filters_and_formats(stack, receiver):
     await register(
         stack,

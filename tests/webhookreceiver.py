@@ -42,6 +42,8 @@ class Receiver:
     seen: set[tuple[str, str]] = field(default_factory=set)  # (path, webhook-id) handled
     in_flight: dict[str, int] = field(default_factory=dict)
     most_in_flight: dict[str, int] = field(default_factory=dict)
+    total_in_flight: int = 0
+    most_in_flight_total: int = 0  # across every path: every webhook of a process
     bad_signatures: int = 0
     duplicates_handled: int = 0
 
@@ -97,6 +99,8 @@ class Receiver:
         self.requests.append(Request(path, headers, body, time.time(), verified, action))
         self.in_flight[path] = self.in_flight.get(path, 0) + 1
         self.most_in_flight[path] = max(self.most_in_flight.get(path, 0), self.in_flight[path])
+        self.total_in_flight += 1
+        self.most_in_flight_total = max(self.most_in_flight_total, self.total_in_flight)
         try:
             if action == "drop":
                 writer.transport.abort()
@@ -137,3 +141,4 @@ class Receiver:
             await writer.drain()
         finally:
             self.in_flight[path] -= 1
+            self.total_in_flight -= 1
