@@ -28,6 +28,7 @@ from ticker.client import (
     Corrected,
     Disconnected,
     Excluded,
+    Expired,
     Posted,
     Reset,
     Snapshot,
@@ -35,6 +36,7 @@ from ticker.client import (
     TickerRefused,
     Withdrawn,
 )
+from ticker.events import parse_cursor
 from ticker.hub import Hub
 from ticker.tail import tail
 
@@ -71,8 +73,9 @@ class Collector:
         async for change in self.ticker:
             self.changes.append(change)
 
-    def posted_ids(self) -> list[str]:
-        return [c.item.id for c in self.changes if isinstance(c, Posted)]
+    def summaries(self) -> list[tuple[str, str | None, int | None, str | None]]:
+        """The changes after the first snapshot, as `_summary` gives them."""
+        return [_summary(x) for x in self.changes[1:]]
 
     async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -82,13 +85,63 @@ class Collector:
             assert asyncio.get_running_loop().time() < deadline, self.changes
             await asyncio.sleep(0.02)
 
-    async def wait_for_posted(self, count: int, timeout: float = 15.0) -> None:
-        await self.wait_for(lambda c: len(c.posted_ids()) >= count, timeout)
-
     async def stop(self) -> None:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+def _summary(change: Change) -> tuple[str, str | None, int | None, str | None]:
+    """A change as (type, item id, version, headline): what a test compares in order."""
+    item = getattr(change, "item", None)
+    return (
+        type(change).__name__,
+        getattr(change, "item_id", None),
+        item.version if item else None,
+        item.headline if item else None,
+    )
+
+
+class Desk:
+    """An editor's token on a publisher that is not a `Stack`'s."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def _ask(self, method: str, path: str, status: int, **fields: Any) -> dict[str, Any]:
+        response = await self.http.request(method, path, json=fields or None)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    async def post(self, **fields: Any) -> dict[str, Any]:
+        return await self._ask("POST", "/api/items", 201, edition="en", **fields)
+
+    async def correct(self, item_id: str, **fields: Any) -> dict[str, Any]:
+        return await self._ask("PATCH", f"/api/items/{item_id}", 200, **fields)
+
+    async def withdraw(self, item_id: str) -> dict[str, Any]:
+        return await self._ask("DELETE", f"/api/items/{item_id}", 200)
+
+
+class Expected:
+    """Changes made through the publisher, as the client should hand them out."""
+
+    def __init__(self, desk: Stack | Desk) -> None:
+        self.desk = desk
+        self.changes: list[tuple[str, str | None, int | None, str | None]] = []
+
+    def _add(self, kind: str, item: dict[str, Any]) -> str:
+        self.changes.append((kind, item["id"], item["version"], item["headline"]))
+        return item["id"]
+
+    async def post(self, headline: str) -> str:
+        return self._add("Posted", await self.desk.post(headline=headline))
+
+    async def correct(self, item_id: str, headline: str) -> str:
+        return self._add("Corrected", await self.desk.correct(item_id, headline=headline))
+
+    async def withdraw(self, item_id: str) -> str:
+        return self._add("Withdrawn", await self.desk.withdraw(item_id))
 
 
 async def test_typed_changes_and_their_cursors(stack):
@@ -114,6 +167,45 @@ async def test_typed_changes_and_their_cursors(stack):
         offsets = [int(c.cursor.split(":")[1]) for c in (first, posted, corrected, withdrawn)]
         assert offsets == sorted(offsets) and len(set(offsets)) == 4
         assert corrected.item.raw["headline"] == "Six wounded in Rafah clashes"
+
+
+async def test_an_expiry_and_a_retirement_are_expired_changes(tmp_path):
+    """An item whose `expires` passes, and the oldest item retired when a post takes the
+    edition past its cap of live items (3 here), both reach the client as `Expired`; a
+    client that was away while they happened gets them on resuming."""
+    async with Stack(
+        tmp_path, heartbeat_interval=0.3, limits={"max_live": 3, "max_pinned": 1}
+    ) as stack:
+        async with TickerClient(hub_ws(stack), "en") as ticker:
+            snapshot = await next_change(ticker)
+            assert type(snapshot) is Snapshot and snapshot.items == ()
+            brief = await stack.post(headline="Brief", expires_in=0.5)
+            posted = await next_change(ticker)
+            assert _summary(posted) == ("Posted", brief["id"], 1, "Brief")
+            assert posted.item.expires == brief["expires"]  # type: ignore[union-attr]
+            away = ticker.cursor  # a client stopped here misses both removals
+
+            expired = await next_change(ticker)  # the sweeper's, half a second on
+            assert _summary(expired) == ("Expired", brief["id"], 2, "Brief")
+            assert type(expired) is Expired and expired.item.status == "expired"
+
+            stories = []
+            for n in range(4):  # the fourth retires the oldest
+                stories.append((await stack.post(headline=f"Story {n}"))["id"])
+                await asyncio.sleep(0.01)  # each its own `created`: which is oldest is clear
+            changes = [await next_change(ticker) for _ in range(5)]
+            retired = [*[("Posted", i, 1) for i in stories], ("Expired", stories[0], 2)]
+            assert [_summary(c)[:3] for c in changes] == retired
+            assert type(changes[-1]) is Expired and changes[-1].item.status == "expired"
+            await expect_nothing(ticker, 0.7)
+            live = (await stack.http.get("/api/items?edition=en", headers=stack.auth)).json()
+            assert sorted(i["id"] for i in live["items"]) == sorted(stories[1:])
+
+        async with TickerClient(hub_ws(stack), "en", since=away) as again:
+            missed = [await next_change(again) for _ in range(6)]
+            assert [_summary(c)[:3] for c in missed] == [("Expired", brief["id"], 2), *retired]
+            await expect_nothing(again, 0.7)
+            assert again.cursor == ticker.cursor
 
 
 async def test_cursor_persists_across_client_instances(stack):
@@ -163,34 +255,63 @@ async def test_filtered_subscription_advances_with_heartbeats(stack):
 
 
 async def test_every_change_once_across_hub_restarts(stack):
+    """Posts, corrections and withdrawals made while the hub is down, and after it is back,
+    reach the client once each, in order, with their types: resumed, never reset."""
     port = stack.hub.port
     statuses: list[Connected | Disconnected] = []
     ticker = TickerClient(
         hub_ws(stack), "en", min_delay=0.05, healthy_after=0.5, on_connection=statuses.append
     )
     collector = Collector(ticker)
+    expected = Expected(stack)
+
+    def seen_all(c: Collector) -> bool:
+        return len(c.summaries()) >= len(expected.changes)
+
+    async def restart() -> None:
+        stack.hub = Hub(stack.settings, stack.broker)
+        await stack.hub.start(port=port)
+        await asyncio.wait_for(stack.hub.ready.wait(), 10)
+
     try:
         await collector.wait_for(lambda c: c.changes)
-        posted = [(await stack.post(headline=f"Before {n}"))["id"] for n in range(3)]
-        await collector.wait_for_posted(3)
+        first, second, third = [await expected.post(f"Before {n}") for n in range(3)]
+        await collector.wait_for(seen_all)
         await asyncio.sleep(0.6)  # healthy: the next reconnect starts from the bottom
-        for round_ in range(2):
-            await stack.hub.stop()
-            posted += [
-                (await stack.post(headline=f"While down {round_}.{n}"))["id"] for n in range(2)
-            ]
-            stack.hub = Hub(stack.settings, stack.broker)
-            await stack.hub.start(port=port)
-            await asyncio.wait_for(stack.hub.ready.wait(), 10)
-            posted.append((await stack.post(headline=f"After {round_}"))["id"])
-            await collector.wait_for_posted(len(posted))
+        await stack.hub.stop()
+        down = [await expected.post(f"While down 0.{n}") for n in range(2)]
+        await expected.correct(first, "Before 0, corrected while down")
+        await expected.withdraw(second)
+        await restart()
+        await expected.post("After 0")
+        await expected.correct(down[0], "While down 0.0, corrected")
+        await collector.wait_for(seen_all)
+
+        await stack.hub.stop()
+        await expected.post("While down 1.0")
+        await expected.withdraw(down[0])
+        await expected.correct(first, "Before 0, corrected again")
+        await expected.post("While down 1.1")
+        await restart()
+        await expected.withdraw(third)
+        await expected.post("After 1")
+        await collector.wait_for(seen_all)
         await asyncio.sleep(0.5)
-        assert collector.posted_ids() == posted  # each once, in order
-        assert not any(isinstance(c, Reset) for c in collector.changes)
+        assert type(collector.changes[0]) is Snapshot
+        assert collector.summaries() == expected.changes  # each once, in order, of the right type
+        kinds = [kind for kind, *_ in expected.changes]
+        assert (kinds.count("Corrected"), kinds.count("Withdrawn")) == (3, 3)
+        cursors = [parse_cursor(x.cursor) for x in collector.changes]
+        assert len({x.epoch for x in cursors}) == 1
+        offsets = [x.offset for x in cursors]
+        assert offsets == sorted(set(offsets))
+        assert ticker.cursor == collector.changes[-1].cursor
         drops = [s for s in statuses if isinstance(s, Disconnected) and s.opened]
         assert [d.code for d in drops] == [1001, 1001]
         assert drops[0].retry_in <= 0.05 * 1.5  # it had been up longer than healthy_after
-        assert [s for s in statuses if isinstance(s, Connected)][-1].resumed
+        greetings = [s for s in statuses if isinstance(s, Connected)]
+        assert [s.resumed for s in greetings] == [False, True, True]
+        assert all(s.missed >= 4 for s in greetings[1:])  # what was done while it was down
     finally:
         await collector.stop()
         await ticker.aclose()
@@ -418,13 +539,10 @@ async def test_a_real_hub_process_frozen_then_restarted(tmp_path, redis_url):
         async with httpx.AsyncClient(
             base_url=base, headers={"Authorization": f"Bearer {token}"}
         ) as http:
+            expected = Expected(Desk(http))
 
-            async def post(headline: str) -> str:
-                response = await http.post(
-                    "/api/items", json={"edition": "en", "headline": headline}
-                )
-                assert response.status_code == 201, response.text
-                return response.json()["id"]
+            def seen_all(c: Collector) -> bool:
+                return len(c.summaries()) >= len(expected.changes)
 
             await _until_ready(hub_port)
             ticker = TickerClient(
@@ -437,25 +555,28 @@ async def test_a_real_hub_process_frozen_then_restarted(tmp_path, redis_url):
             )
             collector = Collector(ticker)
             await collector.wait_for(lambda c: c.changes)
-            posted = [await post("Before the freeze")]
-            await collector.wait_for_posted(1)
+            first = await expected.post("Before the freeze")
+            await collector.wait_for(seen_all)
 
             hub.send_signal(signal.SIGSTOP)
-            posted.append(await post("While the hub is frozen"))
+            frozen = await expected.post("While the hub is frozen")
+            await expected.correct(first, "Before the freeze, corrected while frozen")
             await asyncio.sleep(2.0)
             assert any("nothing heard" in s.reason for s in statuses if isinstance(s, Disconnected))
             hub.send_signal(signal.SIGCONT)
-            await collector.wait_for_posted(2)
+            await collector.wait_for(seen_all)
 
             await asyncio.to_thread(stop, hub)
-            posted.append(await post("While the hub is down"))
+            down = await expected.post("While the hub is down")
+            await expected.withdraw(frozen)
             hub = _hub_process(redis_url, hub_port)
-            await collector.wait_for_posted(3, timeout=20)
-            posted.append(await post("After the restart"))
-            await collector.wait_for_posted(4)
+            await collector.wait_for(seen_all, timeout=20)
+            await expected.post("After the restart")
+            await expected.correct(down, "While the hub was down, corrected")
+            await collector.wait_for(seen_all)
             await asyncio.sleep(0.5)
-            assert collector.posted_ids() == posted
-            assert not any(isinstance(c, Reset) for c in collector.changes)
+            assert type(collector.changes[0]) is Snapshot
+            assert collector.summaries() == expected.changes  # each once, in order, typed
             assert any(isinstance(s, Disconnected) and s.code == 1001 for s in statuses), statuses
     finally:
         if collector is not None:
@@ -467,30 +588,119 @@ async def test_a_real_hub_process_frozen_then_restarted(tmp_path, redis_url):
         await broker.close()
 
 
-async def test_the_example_in_the_docs_runs(stack, tmp_path, monkeypatch):
+def _doc_example(after: str = "") -> str:
+    """The first Python block of docs/client.md after the heading `after`."""
     doc = (Path(__file__).resolve().parent.parent / "docs" / "client.md").read_text()
-    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
-    assert example.count("\n") <= 25
-    example = example.replace("ws://127.0.0.1:8001/ws", hub_ws(stack))
-    example = example.replace("asyncio.run(main())", "")
+    if after:
+        doc = doc.split(f"\n## {after}\n", 1)[1]
+    return doc.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _start_example(example: str, stack: Stack) -> asyncio.Task:
+    """Run a docs example as written, but on this test's loop and hub: its `asyncio.run`
+    hands over the coroutine, which runs as a task."""
+    started: list[Any] = []
+    code = example.replace("ws://127.0.0.1:8001/ws", hub_ws(stack))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "run", started.append)
+        exec(compile(code, "client.md", "exec"), {"__name__": "__main__"})
+    assert len(started) == 1, "the example should end with asyncio.run(...)"
+    return asyncio.create_task(started[0])
+
+
+async def _stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _until(check: Any, task: asyncio.Task, what: str) -> None:
+    for _ in range(250):
+        if task.done():
+            task.result()
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(what)
+
+
+async def test_the_ten_line_example_in_the_docs_runs(stack, tmp_path, monkeypatch, capsys):
+    """The first example: ten lines, printing each change once across two runs."""
+    example = _doc_example()
+    lines = [line for line in example.splitlines() if line.strip()]
+    assert len(lines) <= 10, example
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, Any] = {}
-    exec(compile(example, "client.md", "exec"), namespace)
     saved = tmp_path / "ticker.cursor"
-    for run in range(2):
-        task = asyncio.create_task(namespace["main"]())
-        try:
-            item = await stack.post(headline=f"Run {run}")
-            head = str(stack.hub.fanout.logs["en"].cursor)
-            for _ in range(250):
-                if saved.exists() and saved.read_text() == head:
-                    break
-                await asyncio.sleep(0.02)
-            assert saved.read_text() == head, item
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+
+    def saved_head() -> bool:
+        return saved.exists() and saved.read_text() == str(stack.hub.fanout.logs["en"].cursor)
+
+    old = await stack.post(headline="Before the first run")
+    task = _start_example(example, stack)
+    try:
+        await _until(saved_head, task, "the snapshot's cursor was not saved")
+        during = await stack.post(headline="During the first run")
+        await _until(saved_head, task, "the cursor was not saved after the change")
+    finally:
+        await _stop(task)
+    first_run = capsys.readouterr().out.splitlines()
+    assert len(first_run) == 2, first_run
+    assert first_run[0].startswith(f"Snapshot(items=(Item(id={old['id']!r},")
+    assert first_run[1].startswith(f"Posted(item=Item(id={during['id']!r},")
+    assert "'During the first run'" in first_run[1]
+
+    missed = await stack.post(headline="Between the runs")
+    task = _start_example(example, stack)
+    try:
+        await _until(saved_head, task, "the second run did not resume")
+        later = await stack.post(headline="During the second run")
+        await _until(saved_head, task, "the cursor was not saved after the change")
+    finally:
+        await _stop(task)
+    second_run = capsys.readouterr().out.splitlines()
+    assert [line.split("(", 1)[0] for line in second_run] == ["Posted", "Posted"], second_run
+    assert repr(missed["id"]) in second_run[0] and repr(later["id"]) in second_run[1]
+
+
+async def test_the_example_that_holds_the_ticker_runs(stack, capsys):
+    """The second example holds what the ticker shows through a post, a correction, a
+    withdrawal and an expiry."""
+    old = await stack.post(headline="Old story")
+    task = _start_example(_doc_example("Holding what the ticker shows"), stack)
+    printed: list[str] = []
+    position = 0  # just past the line last waited for
+
+    async def shows(line: str) -> None:
+        nonlocal position
+
+        def check() -> bool:
+            printed.extend(capsys.readouterr().out.splitlines())
+            return line in printed[position:]
+
+        await _until(check, task, f"{line!r} not in {printed[position:]}")
+        position = printed.index(line, position) + 1
+
+    try:
+        await shows("1 live: Old story")
+        fresh = await stack.post(headline="Fresh")
+        await shows("2 live: Old story | Fresh")
+        await stack.correct(fresh["id"], headline="Fresh, corrected")
+        await shows("2 live: Old story | Fresh, corrected")
+        await stack.withdraw(old["id"])
+        await shows("1 live: Fresh, corrected")
+        await stack.post(headline="Brief", expires_in=0.5)
+        await shows("2 live: Fresh, corrected | Brief")
+        await shows("1 live: Fresh, corrected")  # the sweeper's, half a second on
+    finally:
+        await _stop(task)
+    assert printed == [
+        "1 live: Old story",
+        "2 live: Old story | Fresh",
+        "2 live: Old story | Fresh, corrected",
+        "1 live: Fresh, corrected",
+        "2 live: Fresh, corrected | Brief",
+        "1 live: Fresh, corrected",
+    ]
 
 
 async def test_tail_prints_each_change_and_exits_when_refused(stack):
