@@ -59,6 +59,7 @@ def make_worker(
     broker: Broker,
     store: PushStore,
     inbox: Inbox | None = None,
+    owner: str | None = None,
     **options: object,
 ) -> PushWorker:
     allowed = parse_networks(settings.push_allow_networks)
@@ -86,10 +87,11 @@ def make_worker(
             **options,  # type: ignore[arg-type]
         ),
         inbox=inbox,
+        owner=owner,
     )
 
 
-async def _serve() -> int:
+async def _serve(owner: str | None) -> int:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -108,7 +110,7 @@ async def _serve() -> int:
     ready = asyncio.Event()
     tasks = {
         asyncio.ensure_future(_read(reader, broker, inbox, ready)),
-        asyncio.ensure_future(_deliver(settings, broker, inbox, ready)),
+        asyncio.ensure_future(_deliver(settings, broker, inbox, ready, owner)),
         asyncio.ensure_future(stopping.wait()),
     }
     if not os.environ.get(MULTIPROC_ENV):
@@ -145,7 +147,9 @@ async def _read(
             log.error("push: a line the publisher should not have sent: %.80r", line)
 
 
-async def _deliver(settings: Settings, broker: Broker, inbox: Inbox, ready: asyncio.Event) -> None:
+async def _deliver(
+    settings: Settings, broker: Broker, inbox: Inbox, ready: asyncio.Event, owner: str | None
+) -> None:
     failures = 0
     while True:
         try:
@@ -159,7 +163,7 @@ async def _deliver(settings: Settings, broker: Broker, inbox: Inbox, ready: asyn
             log.warning("push delivery waits for the store: %s", exc)
         failures += 1
         await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
-    await make_worker(settings, broker, push_store_for(broker), inbox).run()
+    await make_worker(settings, broker, push_store_for(broker), inbox, owner).run()
 
 
 async def _report() -> None:
@@ -183,8 +187,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the publisher stops it by closing its input
     from ..eventloop import run
 
+    # `--owner NAME`: the lease name of the publisher's delivery processes, so one started
+    # after another ended takes the lease over at once.
+    owner = sys.argv[2] if sys.argv[1:2] == ["--owner"] and len(sys.argv) > 2 else None
     with contextlib.suppress(BrokenPipeError):
-        sys.exit(run(_serve()))
+        sys.exit(run(_serve(owner)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Iterable
@@ -55,6 +56,9 @@ REGISTRY.register(REPORTED)  # type: ignore[arg-type]
 async def run_push_worker(settings: Settings, broker: Broker) -> None:
     """Until cancelled: keep a delivery process running while keys exist."""
     store = push_store_for(broker)
+    # Every delivery process this publisher starts holds the lease under the same name:
+    # each starts only once the one before has ended, so it takes the lease over at once.
+    owner = f"{os.getpid()}-{secrets.token_hex(4)}"
     restarts = 0
     while True:
         try:
@@ -69,6 +73,8 @@ async def run_push_worker(settings: Settings, broker: Broker) -> None:
             sys.executable,
             "-m",
             "ticker.push.process",
+            "--owner",
+            owner,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

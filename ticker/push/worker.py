@@ -76,16 +76,19 @@ class PushWorker:
         editions: tuple[str, ...],
         options: WorkerOptions | None = None,
         inbox: Inbox | None = None,
+        owner: str | None = None,
     ) -> None:
         """`inbox`: where another loop hands over the events it follows; without one, the
-        worker follows the broker itself."""
+        worker follows the broker itself. `owner`: the name it holds the delivery lease
+        under; a worker that takes over from one known to be gone may reuse its name, and
+        with it the lease, instead of waiting for the lease to run out."""
         self.inbox = inbox
         self.broker = broker
         self.store = store
         self.sender_factory = sender_factory
         self.editions = editions
         self.options = options or WorkerOptions()
-        self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.owner = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
         self._sender: Sender | None = None
         self._subs: dict[str, list[rules.Subscription]] = {}
         self._generation = -1
