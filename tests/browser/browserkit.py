@@ -265,7 +265,14 @@ class PageWatch:
 @contextlib.contextmanager
 def watched_context(browser: Browser, watch: PageWatch, **options: Any) -> Iterator[BrowserContext]:
     """A browser context whose pages are all watched; on exit, nothing went wrong in them."""
-    context = browser.new_context(**{"viewport": VIEWPORT, **options})
+    with watching(browser.new_context(**{"viewport": VIEWPORT, **options}), watch) as context:
+        yield context
+
+
+@contextlib.contextmanager
+def watching(context: BrowserContext, watch: PageWatch) -> Iterator[BrowserContext]:
+    """Watch every page `context` opens from now on; on exit, close it and check that
+    nothing went wrong in them."""
     context.add_init_script(REPORT_CSP)
     context.on("page", watch.attach)
     try:
