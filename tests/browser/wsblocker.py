@@ -57,16 +57,24 @@ class WebSocketBlocker:
             pass
         finally:
             for end in (source, target):
+                # Shut before closing: a socket closed while the other pipe's thread waits
+                # in recv on it stays open in the kernel, and the peer would never know.
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
                 with suppress(OSError):
                     end.close()
 
     def drop_all(self) -> None:
         """Cut every connection passing through, as a network blip would."""
         with self._lock:
+            # Every socket is set to reset before any is shut: shutting one wakes its pipe,
+            # which then closes the other end itself (see _pipe).
             for sock in self._open:
                 with suppress(OSError):
                     # A reset, as a blip on the network looks to the browser.
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            for sock in self._open:
+                with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 with suppress(OSError):
                     sock.close()
