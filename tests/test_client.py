@@ -635,29 +635,26 @@ async def test_the_ten_line_example_in_the_docs_runs(stack, tmp_path, monkeypatc
     def saved_head() -> bool:
         return saved.exists() and saved.read_text() == str(stack.hub.fanout.logs["en"].cursor)
 
+    async def run(headline: str, started: str) -> tuple[dict[str, Any], list[str]]:
+        """One run of the example: until it has saved the head, then one post during it."""
+        task = _start_example(example, stack)
+        try:
+            await _until(saved_head, task, started)
+            during = await stack.post(headline=headline)
+            await _until(saved_head, task, "the cursor was not saved after the change")
+        finally:
+            await _stop(task)
+        return during, capsys.readouterr().out.splitlines()
+
     old = await stack.post(headline="Before the first run")
-    task = _start_example(example, stack)
-    try:
-        await _until(saved_head, task, "the snapshot's cursor was not saved")
-        during = await stack.post(headline="During the first run")
-        await _until(saved_head, task, "the cursor was not saved after the change")
-    finally:
-        await _stop(task)
-    first_run = capsys.readouterr().out.splitlines()
+    during, first_run = await run("During the first run", "the snapshot's cursor was not saved")
     assert len(first_run) == 2, first_run
     assert first_run[0].startswith(f"Snapshot(items=(Item(id={old['id']!r},")
     assert first_run[1].startswith(f"Posted(item=Item(id={during['id']!r},")
     assert "'During the first run'" in first_run[1]
 
     missed = await stack.post(headline="Between the runs")
-    task = _start_example(example, stack)
-    try:
-        await _until(saved_head, task, "the second run did not resume")
-        later = await stack.post(headline="During the second run")
-        await _until(saved_head, task, "the cursor was not saved after the change")
-    finally:
-        await _stop(task)
-    second_run = capsys.readouterr().out.splitlines()
+    later, second_run = await run("During the second run", "the second run did not resume")
     assert [line.split("(", 1)[0] for line in second_run] == ["Posted", "Posted"], second_run
     assert repr(missed["id"]) in second_run[0] and repr(later["id"]) in second_run[1]
 

@@ -39,6 +39,14 @@ def delivery_process(parent: int, other_than: int | None = None) -> int:
     raise AssertionError("no delivery process")
 
 
+def running(pid: int) -> bool:
+    """Whether the process exists and has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.parametrize("victim", ["publisher", "delivery"])
 @pytest.mark.parametrize("store", ["embedded", "redis"])
 async def test_a_killed_publisher_resumes_and_sends_nothing_twice(
@@ -112,6 +120,8 @@ async def test_a_killed_publisher_resumes_and_sends_nothing_twice(
             assert count_at_kill < SUBSCRIBERS  # killed mid-flash
 
             if victim == "publisher":
+                # Its delivery process sees its input end, and stops.
+                await wait_for(lambda: not running(delivering), 10)
                 process, base = start()
             else:  # the publisher starts a new one, which takes over once the lease ends
                 delivery_process(process.pid, other_than=delivering)

@@ -24,6 +24,7 @@ from .auth import TokenError
 from .brokers import make_broker
 from .brokers.base import Broker, BrokerError, BrokerMisconfigured, BrokerUnavailable
 from .config import Settings
+from .metrics import MULTIPROC_ENV
 from .roles import RoleError, parse_editions, parse_roles
 from .supervisor import Supervisor, stop_with_parent
 
@@ -328,9 +329,6 @@ def _supervised(name: str, command: Command, workers: str) -> Callable[[argparse
     return run
 
 
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
 @contextlib.contextmanager
 def _shared_metrics(name: str) -> Iterator[None]:
     """Publisher workers count into one directory (prometheus_client's multiprocess mode),
@@ -339,12 +337,12 @@ def _shared_metrics(name: str) -> Iterator[None]:
     if name != "publisher":
         yield
         return
-    given = os.environ.get(METRICS_DIR_ENV)
+    given = os.environ.get(MULTIPROC_ENV)
     directory = given or tempfile.mkdtemp(prefix="ticker-metrics-")
     Path(directory).mkdir(parents=True, exist_ok=True)
     for stale in Path(directory).glob("*.db"):  # counts of an earlier run
         stale.unlink()
-    os.environ[METRICS_DIR_ENV] = directory  # the workers inherit it
+    os.environ[MULTIPROC_ENV] = directory  # the workers inherit it
     try:
         yield
     finally:
@@ -460,7 +458,7 @@ async def _publisher(settings: Settings, args: argparse.Namespace) -> None:
         await web
     finally:
         await broker.close()
-        if os.environ.get(METRICS_DIR_ENV):
+        if os.environ.get(MULTIPROC_ENV):
             from prometheus_client import multiprocess
 
             # This worker's gauges leave the sum; its counters stay in the totals.

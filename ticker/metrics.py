@@ -24,6 +24,10 @@ from prometheus_client.utils import floatToGoString
 
 FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
+# The folder where prometheus_client's multiprocess mode keeps every process's counts
+# (`ticker publisher --workers N`, and each publisher's Web Push delivery process).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 @dataclass(slots=True)
 class Histogram:

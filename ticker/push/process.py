@@ -29,8 +29,9 @@ from ..brokers import make_broker
 from ..brokers.base import Broker, BrokerError, BrokerMisconfigured
 from ..config import Settings
 from ..events import EditionState, Event
+from ..metrics import MULTIPROC_ENV
 from . import metrics
-from .rules import parse_networks
+from .rules import backoff, parse_networks
 from .sender import Resolver, Sender, Signer
 from .store import PushStore, push_store_for
 from .worker import Inbox, PushWorker, WorkerOptions
@@ -39,7 +40,6 @@ log = logging.getLogger("ticker.push")
 
 LINE_LIMIT = 16 * 1024 * 1024  # an event line is at most an item's wire bytes
 REPORT_SECONDS = 0.1
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def settings_line(settings: Settings) -> bytes:
@@ -162,7 +162,7 @@ async def _deliver(
         except BrokerError as exc:
             log.warning("push delivery waits for the store: %s", exc)
         failures += 1
-        await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
+        await asyncio.sleep(backoff(failures, cap=10.0))
     await make_worker(settings, broker, push_store_for(broker), inbox, owner).run()
 
 

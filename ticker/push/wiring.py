@@ -24,8 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..brokers.base import Broker, BrokerError
 from ..config import Settings
+from ..metrics import MULTIPROC_ENV
 from . import metrics
-from .process import MULTIPROC_ENV, entry_line, settings_line
+from .process import entry_line, settings_line
+from .rules import backoff
 from .store import push_store_for
 
 log = logging.getLogger("ticker.push")
@@ -83,7 +85,7 @@ async def run_push_worker(settings: Settings, broker: Broker) -> None:
         finally:
             await _stop(child)
         restarts = 0 if time.monotonic() - began > STEADY_SECONDS else restarts + 1
-        delay = min(10.0, 0.5 * 2 ** min(restarts, 5))
+        delay = backoff(restarts, cap=10.0)
         log.warning(
             "push delivery process %d ended (exit %s); starting it again in %.1f s",
             child.pid,
@@ -130,7 +132,7 @@ async def _feed(pipe: asyncio.StreamWriter, broker: Broker, editions: tuple[str,
         except BrokerError as exc:
             log.warning("push: following the log paused: %s", exc)
         failures += 1
-        await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
+        await asyncio.sleep(backoff(failures, cap=10.0))
 
 
 async def _stop(child: asyncio.subprocess.Process) -> None:

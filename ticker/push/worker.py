@@ -116,7 +116,7 @@ class PushWorker:
                 except Exception:
                     log.exception("push delivery failed; starting over from the saved cursors")
                 failures += 1
-                await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
+                await asyncio.sleep(rules.backoff(failures, cap=10.0))
         finally:
             if self._sender is not None:
                 with contextlib.suppress(Exception):
